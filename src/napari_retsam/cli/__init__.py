@@ -1,0 +1,1 @@
+"""The ``retsam`` command line (see :mod:`napari_retsam.cli.main`)."""

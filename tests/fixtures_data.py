@@ -1,0 +1,1 @@
+"""Dataset fixtures (synthetic copies of DRIVE, STARE, CHASE_DB1 and a generic folder)."""
