@@ -14,3 +14,5 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 from fixtures_data import *  # noqa: E402,F401,F403
+from fixtures_gan import *  # noqa: E402,F401,F403
+from fixtures_sam import *  # noqa: E402,F401,F403

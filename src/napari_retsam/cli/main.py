@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "napari_retsam.cli.data_cmd",
     "napari_retsam.cli.evaluate_cmd",
     "napari_retsam.cli.baseline_cmd",
+    "napari_retsam.cli.gan_cmd",
+    "napari_retsam.cli.finetune_cmd",
 )
 
 

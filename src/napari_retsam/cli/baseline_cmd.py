@@ -1,0 +1,165 @@
+"""``retsam baseline``: Frangi vesselness segmentation of one fundus image.
+
+::
+
+    retsam baseline --image IMG --out MASK.png [--prob-out PROB.npy|PROB.png]
+                    [--fov FOV.png] [--threshold T] [--json]
+
+Reads an image (any format :func:`napari_retsam.data.read_image` reads), takes
+the FOV from ``--fov`` or computes it from the image
+(:func:`napari_retsam.data.compute_fov`), runs
+:func:`napari_retsam.baseline.frangi_segment` and writes the binary mask as an
+8-bit PNG/TIFF (0 background, 255 vessel). ``--prob-out`` also writes the
+probability map: ``.npy`` float32 in ``[0, 1]``, or ``.png``/``.tif`` 8-bit
+``round(255 * p)`` (the encoding ``retsam evaluate`` decodes). Files are written
+atomically. ``--json`` prints one JSON summary object.
+
+Only the standard library is imported at module level (never torch, napari, Qt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run"]
+
+_MASK_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
+_PROB_FORMATS = {".npy": "NPY", **_MASK_FORMATS}
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "baseline",
+        help="Frangi vesselness baseline: probability map and vessel mask of one image",
+        description=(
+            "Segment the vessels of one fundus image with the classical multi-scale Frangi "
+            "vesselness filter on the green channel (parameters tuned on DRIVE training). "
+            "Writes a 0/255 mask and optionally the probability map."
+        ),
+        epilog=(
+            "examples:\n"
+            "  retsam baseline --image 01_test.tif --out 01_test.png\n"
+            "  retsam baseline --image 01_test.tif --fov 01_test_mask.gif --out mask.png "
+            "--prob-out prob.npy --json\n"
+            "  retsam baseline --image im0001.ppm --out mask.png --threshold 0.4"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--image", required=True, help="input fundus image (png, tif, jpg, gif, ppm, npy, ...)")
+    parser.add_argument("--out", required=True, help="output vessel mask, .png or .tif (0/255)")
+    parser.add_argument("--prob-out", default=None,
+                        help="also write the probability map: .npy (float32) or .png/.tif (8-bit, p x 255)")
+    parser.add_argument("--fov", default=None, help="field-of-view mask file (default: computed from the image)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="vessel if prob >= T (default: the DRIVE-training choice, 0.5)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _check_output(path_text: str, formats: dict[str, str], what: str) -> Path:
+    """Validate an output path's extension and folder before any computation."""
+    import os
+
+    from napari_retsam.errors import RetsamInputError
+
+    path = Path(path_text)
+    ext = path.suffix.lower()
+    if ext not in formats:
+        raise RetsamInputError(f"{what} {path} must end in one of {', '.join(sorted(formats))}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise RetsamInputError(f"cannot write {what} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise RetsamInputError(f"cannot write {what} {path}: folder {folder} is not writable")
+    if path.is_dir():
+        raise RetsamInputError(f"cannot write {what} {path}: it is a folder")
+    return path
+
+
+def _encode(array: Any, fmt: str) -> bytes:
+    """Encode a uint8 H×W array as PNG/TIFF bytes, or any array as .npy bytes."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    if fmt == "NPY":
+        np.save(buffer, array, allow_pickle=False)
+    else:
+        from PIL import Image
+
+        Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from napari_retsam.baseline import DEFAULT_PARAMS, DEFAULT_THRESHOLD, frangi_segment
+    from napari_retsam.data import compute_fov, read_binary_mask, read_image
+    from napari_retsam.errors import RetsamInputError
+    from napari_retsam.io_utils import atomic_write_bytes
+
+    out = _check_output(args.out, _MASK_FORMATS, "mask output")
+    prob_out = _check_output(args.prob_out, _PROB_FORMATS, "probability output") if args.prob_out else None
+    if prob_out is not None and prob_out.resolve() == out.resolve():
+        raise RetsamInputError("--out and --prob-out must be different files")
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise RetsamInputError(f"--threshold must be in [0, 1], got {threshold}")
+
+    image = read_image(args.image)
+    if args.fov is not None:
+        fov = read_binary_mask(args.fov)
+        if fov.shape != image.shape[:2]:
+            raise RetsamInputError(
+                f"FOV mask {args.fov} is {fov.shape[1]}x{fov.shape[0]} but the image is "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+        fov_computed = False
+    else:
+        fov = compute_fov(image)
+        fov_computed = True
+    prob, mask = frangi_segment(image, fov, threshold=threshold)
+
+    atomic_write_bytes(out, _encode(mask.astype(np.uint8) * 255, _MASK_FORMATS[out.suffix.lower()]))
+    if prob_out is not None:
+        fmt = _PROB_FORMATS[prob_out.suffix.lower()]
+        data = prob.astype(np.float32) if fmt == "NPY" else np.rint(prob * 255.0).astype(np.uint8)
+        atomic_write_bytes(prob_out, _encode(data, fmt))
+
+    fov_pixels = int(fov.sum())
+    vessel_pixels = int(mask.sum())
+    summary = {
+        "image": str(args.image),
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "fov": str(args.fov) if args.fov else None,
+        "fov_computed": fov_computed,
+        "fov_pixels": fov_pixels,
+        "threshold": float(threshold),
+        "vessel_pixels": vessel_pixels,
+        "vessel_fraction": vessel_pixels / fov_pixels if fov_pixels else 0.0,
+        "out": str(out),
+        "prob_out": str(prob_out) if prob_out else None,
+        "params": {
+            "sigmas": list(DEFAULT_PARAMS.sigmas),
+            "beta": DEFAULT_PARAMS.beta,
+            "gamma": DEFAULT_PARAMS.gamma,
+            "clahe": DEFAULT_PARAMS.clahe,
+            "norm_percentile": DEFAULT_PARAMS.norm_percentile,
+            "exponent": DEFAULT_PARAMS.exponent,
+        },
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{out}: {vessel_pixels} vessel pixels ({100 * summary['vessel_fraction']:.2f}% of the "
+            f"{'computed' if fov_computed else 'given'} FOV) at threshold {threshold:g}"
+            + (f"; probability map in {prob_out}" if prob_out else "")
+        )
+    return 0

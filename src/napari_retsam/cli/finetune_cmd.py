@@ -1,0 +1,147 @@
+"""``retsam finetune``: decoder-only fine-tuning of SAM with the BSD loss.
+
+::
+
+    retsam finetune --dataset NAME --root DIR [--split S] [--limit N] [--synthetic DIR ...]
+                    --out DIR [--checkpoint F] [--model-type T] [--epochs N] [--max-steps N]
+                    [--batch-size N] [--lr X] [--loss bsd|bsd+bce] [--tile N|0] [--device D]
+                    [--resume F]
+
+writes ``DIR/last.pt``, ``DIR/best.pt`` (best validation AUC) and
+``DIR/metrics.jsonl``. Multi-GPU / multi-node: start it with torchrun, e.g.
+``torchrun --nproc-per-node 4 -m napari_retsam finetune ...`` (DDP; the batch
+size is the global batch). Only the standard library is imported at module
+level; torch loads inside :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune SAM's fusion block + mask decoder on vessel annotations (BSD loss)",
+        description=(
+            "Decoder-only fine-tuning of SAM (image and prompt encoders frozen, embeddings cached; "
+            "Feature Fusion Block + mask decoder trained) with the batch-size-based dynamic Dice loss. "
+            "Writes OUT/last.pt, OUT/best.pt (by validation AUC) and OUT/metrics.jsonl."
+        ),
+        epilog=(
+            "examples:\n"
+            "  retsam finetune --dataset drive --root data/DRIVE --out runs/drive --epochs 20 --tile 512\n"
+            "  retsam finetune --dataset drive --root data/DRIVE --synthetic gan_out/ --synthetic-ratio 0.3 "
+            "--out runs/mix\n"
+            "  retsam finetune --dataset drive --root data/DRIVE --out runs/drive --resume runs/drive/last.pt\n"
+            "  torchrun --nproc-per-node 2 -m napari_retsam finetune --dataset drive --root data/DRIVE "
+            "--out runs/ddp --device cuda"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", help="dataset kind: drive, stare, chase or folder")
+    data.add_argument("--root", help="dataset root folder")
+    data.add_argument("--split", default="train", help="training split: train, test or all (default: train)")
+    data.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
+    data.add_argument("--annotator", type=int, default=1, help="gold-standard annotator (default: 1)")
+    data.add_argument("--val-split", default=None,
+                      help="validate on this split of the dataset (default: hold out --val-fraction of training)")
+    data.add_argument("--val-fraction", type=float, default=0.2,
+                      help="fraction of the real training images held out for validation (default: 0.2)")
+    data.add_argument("--synthetic", nargs="+", action="extend", default=[], metavar="DIR",
+                      help="generic folders of synthetic images/masks (e.g. GAN exports) to mix in")
+    data.add_argument("--synthetic-ratio", type=float, default=0.5,
+                      help="fraction of the training set made of synthetic images, in [0, 1) (default: 0.5)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--checkpoint", default=None,
+                       help="base SAM checkpoint (official .pth or a napari-retsam .pt; default: cached official)")
+    model.add_argument("--model-type", default=None, help="vit_b, vit_l, vit_h or tiny (default: from the file / vit_b)")
+    model.add_argument("--full", action="store_true", help="full fine-tuning (encoder too; needs a big GPU)")
+    train = parser.add_argument_group("training")
+    train.add_argument("--out", required=True, help="output folder for last.pt, best.pt, metrics.jsonl")
+    train.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
+    train.add_argument("--max-steps", type=int, default=0, help="stop after N optimizer steps (0 = no limit)")
+    train.add_argument("--batch-size", type=int, default=4, help="global batch size in tiles (default: 4)")
+    train.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimizer step (default: 1)")
+    train.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (default: 1e-4)")
+    train.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default: 0.01)")
+    train.add_argument("--warmup-steps", type=int, default=10, help="linear warm-up steps (default: 10)")
+    train.add_argument("--loss", choices=("bsd", "bsd+bce"), default="bsd", help="loss (default: bsd)")
+    train.add_argument("--bce-weight", type=float, default=1.0, help="weight of the BCE term for bsd+bce")
+    train.add_argument("--selection", choices=("nonempty", "all"), default="nonempty",
+                       help="BSD slice selection (default: nonempty, the dynamic one)")
+    train.add_argument("--tile", type=int, default=0, help="tile size in pixels, 0 = whole image (default: 0)")
+    train.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default: 64)")
+    train.add_argument("--views", type=int, default=4, help="augmented views per image, incl. the original")
+    train.add_argument("--no-augment", action="store_true", help="no flips/rotations/colour jitter (1 view)")
+    train.add_argument("--box-jitter", type=float, default=0.05, help="box jitter, fraction of its side")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    train.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    train.add_argument("--cache-dir", default=None, help="on-disk embedding cache folder (default: memory only)")
+    train.add_argument("--resume", default=None, help="continue from a last.pt of an earlier run")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _config(args: argparse.Namespace, device: str):
+    from napari_retsam.training.config import FinetuneConfig
+
+    views = 1 if args.no_augment else args.views
+    return FinetuneConfig(
+        model_type=args.model_type or "", checkpoint=args.checkpoint, full_finetune=args.full,
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, accumulate=args.accumulate,
+        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, loss=args.loss,
+        bce_weight=args.bce_weight, selection=args.selection, tile=args.tile, overlap=args.overlap,
+        n_views=views, flips=not args.no_augment, rotations=not args.no_augment,
+        brightness=0.0 if args.no_augment else 0.1, contrast=0.0 if args.no_augment else 0.1,
+        saturation=0.0 if args.no_augment else 0.1, box_jitter=args.box_jitter,
+        val_fraction=0.0 if args.val_split else args.val_fraction, seed=args.seed, amp=not args.no_amp,
+        device=device, cache_dir=args.cache_dir,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_retsam.errors import RetsamInputError
+    from napari_retsam.sam.device import select_device
+    from napari_retsam.training.runner import DataOptions, finetune
+
+    if args.resume and not os.path.isfile(args.resume):
+        raise RetsamInputError(f"--resume file {args.resume} does not exist")
+    device = str(select_device(args.device))
+    config = _config(args, device)
+    options = DataOptions(
+        dataset=args.dataset, root=args.root, split=args.split, limit=args.limit, annotator=args.annotator,
+        val_split=args.val_split, synthetic=list(args.synthetic), synthetic_ratio=args.synthetic_ratio,
+    )
+    main_rank = os.environ.get("RANK", "0") in ("", "0")
+    last = [0.0]
+
+    def progress(done: int, total: int, message: str) -> None:
+        now = time.monotonic()
+        if main_rank and (now - last[0] >= 2.0 or (total and done >= total)):
+            last[0] = now
+            print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
+
+    def on_event(record: dict) -> None:
+        if main_rank and record.get("kind") == "val":
+            auc = record.get("auc")
+            print(
+                f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"
+                + (f", val AUC {auc:.4f}, F1 {record.get('f1', float('nan')):.4f}" if auc is not None else ""),
+                file=sys.stderr, flush=True,
+            )
+        elif main_rank and record.get("kind") == "note":
+            print(f"note: {record['message']}", file=sys.stderr, flush=True)
+
+    result = finetune(options, config, args.out, resume=args.resume, progress=progress, on_event=on_event)
+    if main_rank:
+        print(f"{result.message}; wrote {result.last_path}, {result.best_path}, {result.log_path} "
+              f"({result.steps_per_second:.2f} steps/s)")
+    return 0

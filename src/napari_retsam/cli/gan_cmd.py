@@ -1,0 +1,248 @@
+"""``retsam gan``: train a fundus/vessel GAN, sample a dataset from it, report its quality.
+
+::
+
+    retsam gan train --dataset NAME --root DIR [--split train] --out DIR
+                     [--size 512] [--iterations 14000] [--batch-size 1] [--beta 10]
+                     [--scales 3] [--mode paired|conditional] [--device cpu]
+                     [--resume DIR/last.pt] [--seed 0] [--sample-every 500]
+                     [--checkpoint-every 500]
+    retsam gan sample --checkpoint F --n N --seed S --out DIR [--overwrite] [--mask-dir DIR]
+    retsam gan report --checkpoint F --dataset NAME --root DIR [--split train]
+                      [--n N] [--seed 0] [--json] [--figure report.png]
+
+``train`` writes ``last.pt`` (full, resumable state), ``generator_last.pt``,
+``losses.jsonl``, ``config.json`` and ``samples/iter_NNNNNN.png`` into ``--out``.
+Multi-GPU: ``torchrun --nproc_per_node 4 -m napari_retsam.cli.main gan train ... --device cuda``.
+
+``sample`` writes a generic dataset folder (``images/``, ``masks/``, ``fov/``,
+``manifest.json``); the same arguments write byte-identical files.
+
+``report`` prints the FID-free quality report (:mod:`napari_retsam.gan.report`),
+or one JSON object with ``--json``.
+
+Only the standard library is imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from napari_retsam.errors import RetsamInputError
+
+__all__ = ["register", "run", "parse_int", "parse_float", "check_device"]
+
+
+def parse_int(value: Any, name: str, minimum: int | None = 1) -> int:
+    """An integer option, with a one-line error naming the option."""
+    try:
+        number = int(str(value).strip(), 10)
+    except ValueError:
+        raise RetsamInputError(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise RetsamInputError(f"{name} must be >= {minimum}, got {number}")
+    return number
+
+
+def parse_float(value: Any, name: str) -> float:
+    """A finite float option >= 0."""
+    import math
+
+    try:
+        number = float(value)
+    except ValueError:
+        raise RetsamInputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise RetsamInputError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` that exists on this machine."""
+    import torch
+
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RetsamInputError(f"device {device} asked for, but no CUDA GPU is available; use --device cpu")
+        return device
+    raise RetsamInputError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``retsam gan`` with its ``train``, ``sample`` and ``report`` actions."""
+    parser = subparsers.add_parser(
+        "gan",
+        help="GAN synthesis of paired fundus images and vessel masks",
+        description="Train a multi-scale GAN on a vessel dataset, sample paired images and masks, "
+        "and report their quality without FID.",
+    )
+    actions = parser.add_subparsers(dest="gan_action", metavar="ACTION")
+    actions.required = True
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    train = actions.add_parser(
+        "train", help="train a generator", formatter_class=fmt,
+        description="Train the fundus/vessel GAN (Adam 2e-4, beta1 0.5; LSGAN + beta x feature matching).",
+        epilog="examples:\n"
+        "  retsam gan train --dataset drive --root data/DRIVE --out runs/gan --size 256 --iterations 2000\n"
+        "  retsam gan train --dataset drive --root data/DRIVE --out runs/gan --resume runs/gan/last.pt\n"
+        "  torchrun --nproc_per_node 2 -m napari_retsam.cli.main gan train --dataset drive --root data/DRIVE "
+        "--out runs/gan --device cuda",
+    )
+    train.add_argument("--dataset", required=True, help="drive, stare, chase or folder")
+    train.add_argument("--root", required=True, help="the dataset's folder")
+    train.add_argument("--split", default="train", help="train, test or all (default: train)")
+    train.add_argument("--annotator", default="1", help="vessel annotator, 1 or 2 (default: 1)")
+    train.add_argument("--out", required=True, help="output folder for checkpoints, samples and logs")
+    train.add_argument("--size", default="512", help="image side in px, a power of two (default: 512)")
+    train.add_argument("--iterations", default="14000", help="generator updates (default: 14000)")
+    train.add_argument("--batch-size", default="1", help="pairs per iteration and process (default: 1)")
+    train.add_argument("--beta", default="10", help="feature-matching weight (default: 10)")
+    train.add_argument("--scales", default="3", help="number of discriminators K (default: 3)")
+    train.add_argument("--mode", default="paired", help="paired (noise -> image + mask) or conditional "
+                       "(mask + noise -> image) (default: paired)")
+    train.add_argument("--lr", default="0.0002", help="Adam learning rate (default: 0.0002)")
+    train.add_argument("--g-channels", default="32", help="generator channels at full resolution (default: 32)")
+    train.add_argument("--d-channels", default="64", help="first discriminator layer channels (default: 64)")
+    train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    train.add_argument("--resume", default=None, help="continue from a last.pt of an earlier run")
+    train.add_argument("--seed", default="0", help="random seed (default: 0)")
+    train.add_argument("--sample-every", default="500", help="write a sample grid every N iterations (0: never)")
+    train.add_argument("--checkpoint-every", default="500", help="write checkpoints every N iterations")
+    train.set_defaults(func=run, gan_run=_run_train)
+
+    sample = actions.add_parser(
+        "sample", help="generate a paired dataset folder", formatter_class=fmt,
+        description="Generate N image/mask pairs and write images/, masks/, fov/ and manifest.json.",
+        epilog="examples:\n"
+        "  retsam gan sample --checkpoint runs/gan/generator_last.pt --n 100 --seed 0 --out synth\n"
+        "  retsam gan sample --checkpoint cond/generator_last.pt --n 20 --seed 1 --out synth "
+        "--mask-dir my_masks --overwrite",
+    )
+    sample.add_argument("--checkpoint", required=True, help="generator_last.pt or last.pt")
+    sample.add_argument("--n", required=True, help="number of pairs")
+    sample.add_argument("--seed", default="0", help="random seed (default: 0)")
+    sample.add_argument("--out", required=True, help="export folder (must be empty unless --overwrite)")
+    sample.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    sample.add_argument("--mask-dir", default=None, help="conditional generators: folder of vessel masks "
+                        "at the generator's size, used in name order")
+    sample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    sample.set_defaults(func=run, gan_run=_run_sample)
+
+    report = actions.add_parser(
+        "report", help="quality report against a real dataset", formatter_class=fmt,
+        description="Colour histogram distance, vessel density, contrast and pairing Dice "
+        "(mask vs Frangi segmentation of the image) of generated and real pairs.",
+        epilog="example:\n  retsam gan report --checkpoint runs/gan/generator_last.pt --dataset drive "
+        "--root data/DRIVE --json",
+    )
+    report.add_argument("--checkpoint", required=True, help="generator_last.pt or last.pt")
+    report.add_argument("--dataset", required=True, help="drive, stare, chase or folder")
+    report.add_argument("--root", required=True, help="the dataset's folder")
+    report.add_argument("--split", default="train", help="train, test or all (default: train)")
+    report.add_argument("--annotator", default="1", help="vessel annotator, 1 or 2 (default: 1)")
+    report.add_argument("--n", default=None, help="generated samples (default: as many as real images)")
+    report.add_argument("--seed", default="0", help="sampling seed (default: 0)")
+    report.add_argument("--json", action="store_true", help="print one JSON object")
+    report.add_argument("--figure", default=None, help="also save the report figure as this PNG")
+    report.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    report.set_defaults(func=run, gan_run=_run_report)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen action."""
+    return int(args.gan_run(args))
+
+
+def _open_pairs(args: argparse.Namespace, size: int, require_masks: bool = False) -> tuple[Any, dict[str, Any]]:
+    from napari_retsam.data import open_dataset
+    from napari_retsam.gan.data import prepare_pairs
+
+    annotator = parse_int(args.annotator, "--annotator")
+    dataset = open_dataset(args.dataset, args.root, split=args.split, annotator=annotator)
+    pairs = prepare_pairs(dataset, size, require_masks=require_masks)
+    info = {"name": dataset.name, "split": dataset.split, "annotator": annotator, "n_images": len(pairs)}
+    return pairs, info
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from napari_retsam.gan.config import GanConfig
+    from napari_retsam.gan.sample import check_seed
+
+    config = GanConfig(
+        size=parse_int(args.size, "--size", 16),
+        mode=args.mode,
+        iterations=parse_int(args.iterations, "--iterations"),
+        batch_size=parse_int(args.batch_size, "--batch-size"),
+        beta=parse_float(args.beta, "--beta"),
+        scales=parse_int(args.scales, "--scales"),
+        lr=parse_float(args.lr, "--lr"),
+        g_channels=parse_int(args.g_channels, "--g-channels"),
+        d_channels=parse_int(args.d_channels, "--d-channels"),
+        seed=check_seed(args.seed),
+        sample_every=parse_int(args.sample_every, "--sample-every", 0),
+        checkpoint_every=parse_int(args.checkpoint_every, "--checkpoint-every"),
+    )
+    device = check_device(args.device)
+    pairs, info = _open_pairs(args, config.size, require_masks=config.mode == "conditional")
+    if pairs.masks is None:
+        print("retsam: warning: this dataset has no vessel masks; training images only "
+              "(the generator's masks stay untrained and export will refuse)", file=sys.stderr)
+
+    from napari_retsam.gan.train import train_gan
+
+    def progress(done: int, total: int, message: str) -> None:
+        if done == 1 or done == total or done % max(1, min(100, total // 20 or 1)) == 0:
+            print(message, flush=True)
+
+    result = train_gan(config, pairs, args.out, device=device, resume=args.resume, dataset_info=info,
+                       progress=progress)
+    print(f"generator checkpoint: {result.generator_checkpoint}")
+    print(f"training state: {result.state_checkpoint} (iteration {result.iteration})")
+    return 0
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from napari_retsam.gan.sample import check_seed, sample_and_export
+
+    n = parse_int(args.n, "--n")
+    seed = check_seed(args.seed)
+    device = check_device(args.device)
+    manifest = sample_and_export(args.checkpoint, n, seed, args.out, overwrite=args.overwrite,
+                                 mask_dir=args.mask_dir, device=device)
+    print(f"wrote {n} pairs to {manifest.parent} (manifest {manifest.name})")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from napari_retsam.gan.checkpoint import load_generator
+    from napari_retsam.gan.report import quality_report, report_figure, report_summary_lines
+    from napari_retsam.gan.sample import check_seed
+
+    seed = check_seed(args.seed)
+    n = None if args.n is None else parse_int(args.n, "--n")
+    device = check_device(args.device)
+    ckpt = load_generator(args.checkpoint)
+    real, _ = _open_pairs(args, ckpt.size, require_masks=True)
+    report = quality_report(ckpt, real, n=n, seed=seed, device=device)
+    if args.figure:
+        import io
+
+        from napari_retsam.io_utils import atomic_write_bytes
+
+        fig = report_figure(report)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        atomic_write_bytes(args.figure, buffer.getvalue())
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True, allow_nan=True))
+    else:
+        for line in report_summary_lines(report):
+            print(line)
+    return 0

@@ -1,0 +1,114 @@
+"""Generator checkpoints: what they hold, loading them and checking them (torch).
+
+A generator checkpoint (``generator_last.pt``) is a plain dict::
+
+    {"format": "napari-retsam-gan-generator", "format_version": 1,
+     "config": GanConfig.to_dict(), "generator": state_dict,
+     "has_masks": bool,            # False: trained image-only, mask output untrained
+     "fov_template": S×S bool tensor,
+     "iteration": int, "dataset": {"name": str, "split": str, "n_images": int}}
+
+The full training state (``last.pt``, see :mod:`napari_retsam.gan.train`)
+contains one of these under ``"generator_checkpoint"``; both files are accepted
+wherever a generator checkpoint is asked for. Everything loads with
+``torch.load(path, map_location="cpu", weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_retsam.errors import RetsamInputError
+from napari_retsam.gan.config import GanConfig
+
+__all__ = ["GENERATOR_FORMAT", "TRAIN_FORMAT", "GeneratorCheckpoint", "load_checkpoint_dict", "load_generator"]
+
+GENERATOR_FORMAT = "napari-retsam-gan-generator"
+TRAIN_FORMAT = "napari-retsam-gan-train"
+
+
+@dataclass
+class GeneratorCheckpoint:
+    """A loaded generator with what its checkpoint says about it."""
+
+    generator: Any  # napari_retsam.gan.models.Generator (torch.nn.Module)
+    config: GanConfig
+    has_masks: bool
+    fov_template: np.ndarray
+    iteration: int
+    dataset: dict[str, Any]
+    path: Path | None
+
+    @property
+    def size(self) -> int:
+        return self.config.size
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+
+def load_checkpoint_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint file (``weights_only=True``); RetsamInputError if unusable."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise RetsamInputError(f"GAN checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise RetsamInputError(f"cannot read GAN checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RetsamInputError(f"{path} is not a napari-retsam GAN checkpoint")
+    return data
+
+
+def _generator_dict(data: dict[str, Any], path: Path | str) -> dict[str, Any]:
+    if data.get("format") == TRAIN_FORMAT:
+        data = data.get("generator_checkpoint", {})
+    if not isinstance(data, dict) or data.get("format") != GENERATOR_FORMAT:
+        raise RetsamInputError(f"{path} is not a napari-retsam GAN generator checkpoint "
+                               "(expected generator_last.pt or last.pt written by 'retsam gan train')")
+    return data
+
+
+def load_generator(source: str | os.PathLike[str] | dict[str, Any], *, expect_size: int | None = None,
+                   expect_mode: str | None = None, device: str | None = None) -> GeneratorCheckpoint:
+    """Load a generator from a checkpoint path (or an already loaded dict).
+
+    ``expect_size`` / ``expect_mode`` refuse a checkpoint of another resolution
+    or mode with a :class:`RetsamInputError` naming both.
+    """
+    import torch
+
+    from napari_retsam.gan.models import Generator
+
+    if isinstance(source, dict):
+        path, data = None, _generator_dict(source, "checkpoint")
+    else:
+        path = Path(source)
+        data = _generator_dict(load_checkpoint_dict(path), path)
+    config = GanConfig.from_dict(data["config"])
+    where = path if path is not None else "the checkpoint"
+    if expect_size is not None and config.size != expect_size:
+        raise RetsamInputError(f"{where} is a {config.size} px generator, but {expect_size} px was asked for")
+    if expect_mode is not None and config.mode != expect_mode:
+        raise RetsamInputError(f"{where} is a {config.mode} generator, not {expect_mode}")
+    generator = Generator(config)
+    try:
+        generator.load_state_dict(data["generator"])
+    except RuntimeError as exc:
+        raise RetsamInputError(f"{where} does not match its own architecture settings: {exc}") from exc
+    generator.eval()
+    if device is not None:
+        generator.to(device)
+    fov = data["fov_template"]
+    fov = fov.numpy().astype(bool) if isinstance(fov, torch.Tensor) else np.asarray(fov, dtype=bool)
+    return GeneratorCheckpoint(generator, config, bool(data["has_masks"]), fov, int(data["iteration"]),
+                               dict(data.get("dataset", {})), path)

@@ -1,0 +1,226 @@
+"""Deterministic sampling from a trained generator and export as a dataset folder (torch).
+
+Sample i of a run with seed s uses the i-th row of
+``torch.randn(n, z_dim, generator=torch.Generator().manual_seed(s))``, computed
+on the CPU, and the generator runs in fixed chunks of :data:`CHUNK` samples, so
+the same checkpoint, seed and n give the same arrays and the same files.
+
+Export layout (the generic folder that ``--dataset folder`` reads)::
+
+    OUT/images/gan_00000.png    RGB, uint8
+    OUT/masks/gan_00000.png     vessel mask, 0/255
+    OUT/fov/gan_00000.png       field of view (the checkpoint's FOV template), 0/255
+    OUT/manifest.json           checkpoint sha256, seed, n, settings, ids
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_retsam import __version__
+from napari_retsam.errors import RetsamInputError
+from napari_retsam.gan.checkpoint import GeneratorCheckpoint, load_generator
+from napari_retsam.gan.imaging import png_bytes, to_uint8_image
+from napari_retsam.io_utils import atomic_write_bytes, ensure_writable_dir, sha256_file
+
+__all__ = ["CHUNK", "GeneratedSet", "check_count", "check_seed", "generate", "export_samples", "sample_and_export"]
+
+#: Samples per generator forward pass (fixed so that results do not depend on n).
+CHUNK = 8
+MANIFEST_FORMAT = "napari-retsam-gan-samples"
+
+
+@dataclass
+class GeneratedSet:
+    """N generated pairs. images N×S×S×3 uint8, masks N×S×S bool, fov S×S bool."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    fov: np.ndarray
+    seed: int
+    masks_trained: bool
+    conditional: bool
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def check_count(n: Any) -> int:
+    """n must be a positive integer."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) <= 0:
+        raise RetsamInputError(f"the number of samples must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def check_seed(seed: Any) -> int:
+    """The seed must be an integer in [0, 2^63) (strings of digits are accepted)."""
+    if isinstance(seed, str):
+        try:
+            seed = int(seed.strip(), 10)
+        except ValueError:
+            raise RetsamInputError(f"the seed must be an integer, got {seed!r}") from None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise RetsamInputError(f"the seed must be an integer, got {seed!r}")
+    seed = int(seed)
+    if not 0 <= seed < 2**63:
+        raise RetsamInputError(f"the seed must be between 0 and 2^63 - 1, got {seed}")
+    return seed
+
+
+def _as_checkpoint(checkpoint: GeneratorCheckpoint | str | os.PathLike[str]) -> GeneratorCheckpoint:
+    return checkpoint if isinstance(checkpoint, GeneratorCheckpoint) else load_generator(checkpoint)
+
+
+def generate(checkpoint: GeneratorCheckpoint | str | os.PathLike[str], n: int, seed: int, *,
+             masks: np.ndarray | None = None, device: str = "cpu") -> GeneratedSet:
+    """Draw ``n`` pairs with ``seed``.
+
+    ``masks`` (N×S×S, bool or 0/1 labels; N == n or 1 to reuse one mask) are
+    required by a conditional generator and refused by a paired one. Outside
+    the checkpoint's FOV template images are black and masks empty.
+    """
+    import torch
+
+    n = check_count(n)
+    seed = check_seed(seed)
+    ckpt = _as_checkpoint(checkpoint)
+    size = ckpt.size
+    cond = ckpt.mode == "conditional"
+    if cond and masks is None:
+        raise RetsamInputError("this generator is conditional: give vessel masks to generate images for")
+    if not cond and masks is not None:
+        raise RetsamInputError("this generator is not conditional (it makes its own masks); "
+                               "use a conditional checkpoint to generate from masks")
+    cond_masks = None
+    if masks is not None:
+        m = np.asarray(masks)
+        if m.ndim == 2:
+            m = m[None]
+        if m.ndim != 3 or m.shape[1:] != (size, size):
+            raise RetsamInputError(f"conditional masks must be {size}×{size} (the generator's resolution), "
+                                   f"got shape {tuple(m.shape)}")
+        if m.shape[0] not in (1, n):
+            raise RetsamInputError(f"give one mask or {n} masks, got {m.shape[0]}")
+        cond_masks = np.broadcast_to(m > 0, (n, size, size)) & ckpt.fov_template
+    g = ckpt.generator.to(device).eval()
+    z_all = torch.randn(n, ckpt.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    fov = torch.from_numpy(ckpt.fov_template.astype(np.float32))[None, None].to(device)
+    images, out_masks = [], []
+    with torch.no_grad():
+        for start in range(0, n, CHUNK):
+            z = z_all[start:start + CHUNK].to(device)
+            cm = None
+            if cond_masks is not None:
+                cm = torch.from_numpy(cond_masks[start:start + CHUNK].astype(np.float32))[:, None].to(device)
+            img, logits = g(z, cm)
+            img = img * fov - (1.0 - fov)
+            images.append(to_uint8_image(img.cpu().numpy()))
+            out_masks.append(((logits > 0).float() * fov)[:, 0].cpu().numpy() > 0.5)
+    return GeneratedSet(np.concatenate(images), np.concatenate(out_masks), ckpt.fov_template.copy(), seed,
+                        ckpt.has_masks or cond, cond)
+
+
+def _prepare_folder(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RetsamInputError(f"export target {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise RetsamInputError(f"export folder {out} is not empty; choose an empty folder or pass --overwrite")
+        # Remove what an earlier export wrote, so no stale sample survives.
+        for sub in ("images", "masks", "fov"):
+            folder = out / sub
+            if folder.is_dir():
+                for f in folder.glob("*.png"):
+                    f.unlink()
+        manifest = out / "manifest.json"
+        if manifest.exists():
+            manifest.unlink()
+    ensure_writable_dir(out)
+    for sub in ("images", "masks", "fov"):
+        ensure_writable_dir(out / sub)
+
+
+def export_samples(generated: GeneratedSet, out: str | os.PathLike[str], *, overwrite: bool = False,
+                   checkpoint_path: str | os.PathLike[str] | None = None,
+                   settings: dict[str, Any] | None = None, id_prefix: str = "gan_") -> Path:
+    """Write a generated set as a generic dataset folder; returns the manifest path.
+
+    Refuses (RetsamInputError) a set whose masks were never trained (image-only
+    training) and a non-empty folder unless ``overwrite``.
+    """
+    if not generated.masks_trained:
+        raise RetsamInputError("export refused: this generator was trained on a dataset without vessel masks, "
+                               "so its masks are untrained and the pairs would be wrong")
+    out = Path(out)
+    _prepare_folder(out, overwrite)
+    ids = [f"{id_prefix}{i:05d}" for i in range(len(generated))]
+    for i, sid in enumerate(ids):
+        atomic_write_bytes(out / "images" / f"{sid}.png", png_bytes(generated.images[i]))
+        atomic_write_bytes(out / "masks" / f"{sid}.png", png_bytes(generated.masks[i].astype(np.uint8) * 255))
+        atomic_write_bytes(out / "fov" / f"{sid}.png", png_bytes(generated.fov.astype(np.uint8) * 255))
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "format_version": 1,
+        "generator_checkpoint": None if checkpoint_path is None else Path(checkpoint_path).name,
+        "generator_sha256": None if checkpoint_path is None else sha256_file(checkpoint_path),
+        "seed": generated.seed,
+        "n": len(generated),
+        "size": int(generated.images.shape[1]),
+        "conditional": generated.conditional,
+        "settings": dict(settings or {}),
+        "ids": ids,
+        "layout": {"images": "images/<id>.png", "masks": "masks/<id>.png (0/255)", "fov": "fov/<id>.png (0/255)"},
+        "napari_retsam_version": __version__,
+    }
+    path = out / "manifest.json"
+    atomic_write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def read_mask_folder(folder: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
+    """All masks of a folder (sorted by name) as N×H×W bool, with their stems."""
+    from napari_retsam.data import read_binary_mask
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RetsamInputError(f"mask folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise RetsamInputError(f"mask folder {folder} has no files")
+    masks = [read_binary_mask(p) for p in files]
+    shapes = {m.shape for m in masks}
+    if len(shapes) != 1:
+        raise RetsamInputError(f"masks in {folder} differ in size: {sorted(shapes)}")
+    return [p.stem for p in files], np.stack(masks)
+
+
+def sample_and_export(checkpoint: str | os.PathLike[str], n: int, seed: int, out: str | os.PathLike[str], *,
+                      overwrite: bool = False, mask_dir: str | os.PathLike[str] | None = None,
+                      device: str = "cpu") -> Path:
+    """``retsam gan sample``: load, generate and export; returns the manifest path.
+
+    With ``mask_dir`` (conditional generators) the masks are used in name
+    order, cycling when ``n`` exceeds their number.
+    """
+    n = check_count(n)
+    seed = check_seed(seed)
+    ckpt = load_generator(checkpoint)
+    if not ckpt.has_masks and ckpt.mode == "paired":
+        raise RetsamInputError("export refused: this generator was trained on a dataset without vessel masks, "
+                               "so its masks are untrained and the pairs would be wrong")
+    masks = None
+    settings: dict[str, Any] = {"mode": ckpt.mode, "iteration": ckpt.iteration, "dataset": ckpt.dataset,
+                                "config": ckpt.config.to_dict()}
+    if mask_dir is not None:
+        names, all_masks = read_mask_folder(mask_dir)
+        order = [i % len(names) for i in range(n)]
+        masks = all_masks[order]
+        settings["mask_dir_files"] = [names[i] for i in order]
+    generated = generate(ckpt, n, seed, masks=masks, device=device)
+    return export_samples(generated, out, overwrite=overwrite, checkpoint_path=checkpoint, settings=settings)

@@ -1,0 +1,584 @@
+"""SAM checkpoints: official downloads, the project's fine-tuned format, loading.
+
+Official files (Segment Anything release, Meta) are cached in
+``<cache>/checkpoints/<file name>``, where ``<cache>`` is ``$RETSAM_CACHE`` when
+set, else platformdirs' user cache folder for ``napari-retsam``. A download goes
+to ``<file>.part`` (resumed with an HTTP Range request when a partial file is
+there), its MD5 is checked against the published value, and only then is it
+renamed to the real name, so a half-written file is never taken for a
+checkpoint. ``RETSAM_OFFLINE=1`` skips the network entirely. Without network
+the error says which URL to fetch and where to put the file.
+
+Every file is read with ``torch.load(path, map_location="cpu",
+weights_only=True)``: a checkpoint never runs code.
+
+Accepted files
+--------------
+* an **official-style state dict**: ``{"image_encoder.…": tensor, …}`` exactly as
+  segment-anything's ``Sam.state_dict()`` (the released ``sam_vit_*.pth``);
+* a **project checkpoint** (written by fine-tuning, :func:`save_project_checkpoint`)::
+
+      {"format": "napari-retsam/finetuned-v1",
+       "model_type": "vit_b",              # or "tiny", ...
+       "config": {...SamConfig...},         # architecture (plain values)
+       "num_classes": 1,                    # L output classes (mask tokens 0..L-1)
+       "sam": {"mask_decoder.…": tensor},   # SAM weights that differ from the base;
+                                            # all of them = self-contained file
+       "fusion": {...FeatureFusionBlock state...},
+       "fusion_config": {"channels": 256, "hidden": 64},
+       "base_checkpoint_sha256": "…" | None,  # SHA-256 of the official base file
+       "base_checkpoint_path": "…" | None,    # where the base was when saved (hint)
+       "package_version": "0.1.0",
+       "meta": {...plain values...}}
+
+  When ``"sam"`` does not hold every SAM weight, the base model's weights come
+  from (first found): the ``base_checkpoint=`` argument (``--checkpoint`` in the
+  CLI), ``base_checkpoint_path`` if that file exists, the cached official file of
+  ``model_type``. A base whose SHA-256 differs from ``base_checkpoint_sha256`` is
+  refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from napari_retsam import __version__
+from napari_retsam.errors import RetsamInputError
+from napari_retsam.io_utils import atomic_save_torch, sha256_file
+from napari_retsam.sam.progress import Cancelled, ProgressFn, StopFn, check_stop, report
+
+__all__ = [
+    "OFFICIAL_CHECKPOINTS",
+    "PROJECT_FORMAT",
+    "CheckpointInfo",
+    "cache_root",
+    "checkpoint_dir",
+    "download_checkpoint",
+    "file_sha256",
+    "load_sam",
+    "missing_checkpoint_message",
+    "project_checkpoint_dict",
+    "read_checkpoint",
+    "resolve_checkpoint",
+    "save_official_style",
+    "save_project_checkpoint",
+]
+
+PROJECT_FORMAT = "napari-retsam/finetuned-v1"
+_PROBE_KEY = "image_encoder.patch_embed.proj.weight"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One official SAM release file."""
+
+    model_type: str
+    url: str
+    md5: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+OFFICIAL_CHECKPOINTS: dict[str, CheckpointInfo] = {
+    "vit_b": CheckpointInfo("vit_b", _BASE_URL + "sam_vit_b_01ec64.pth", "01ec64d29a2fca3f0661936605ae66f8"),
+    "vit_l": CheckpointInfo("vit_l", _BASE_URL + "sam_vit_l_0b3195.pth", "0b3195507c641ddb6910d2bb5adee89c"),
+    "vit_h": CheckpointInfo("vit_h", _BASE_URL + "sam_vit_h_4b8939.pth", "4b8939a88964f0f4ff5f5b2642c598a6"),
+}
+
+
+def cache_root() -> Path:
+    """``$RETSAM_CACHE`` or the platform's per-user cache folder for napari-retsam."""
+    env = os.environ.get("RETSAM_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-retsam"))
+
+
+def checkpoint_dir() -> Path:
+    """Folder of downloaded official checkpoints (``<cache>/checkpoints``)."""
+    return cache_root() / "checkpoints"
+
+
+def missing_checkpoint_message(model_type: str, reason: str, dest: Path | None = None) -> str:
+    """One line: why there is no checkpoint, which URL to fetch and where to put it."""
+    info = OFFICIAL_CHECKPOINTS.get(model_type)
+    if info is None:
+        return (
+            f"no checkpoint for model type {model_type!r} ({reason}); "
+            "pass a checkpoint file (--checkpoint FILE or the widget's checkpoint field)"
+        )
+    dest = dest or checkpoint_dir() / info.filename
+    return (
+        f"no {model_type} checkpoint at {dest} ({reason}); download {info.url} "
+        f"(MD5 {info.md5}) and put it at {dest}, or pass a local file with --checkpoint FILE / the widget's checkpoint field"
+    )
+
+
+def _md5_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_checkpoint(
+    model_type: str,
+    dest_dir: str | os.PathLike[str] | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    opener: Callable[..., Any] | None = None,
+    url: str | None = None,
+    md5: str | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Download the official ``model_type`` checkpoint; returns its final path.
+
+    Resumable (HTTP Range on an existing ``.part`` file) and atomic (the file gets
+    its real name only after the MD5 matched). ``opener`` (default
+    ``urllib.request.urlopen``), ``url`` and ``md5`` exist for tests. Network
+    failure -> :class:`RetsamInputError` with :func:`missing_checkpoint_message`;
+    an MD5 mismatch deletes the partial file and raises as well.
+    """
+    info = OFFICIAL_CHECKPOINTS.get(model_type)
+    if info is None:
+        raise RetsamInputError(
+            f"model type {model_type!r} has no official download; pass a checkpoint file"
+        )
+    url = url or info.url
+    md5 = (md5 or info.md5).lower()
+    folder = Path(dest_dir) if dest_dir is not None else checkpoint_dir()
+    dest = folder / info.filename
+    if os.environ.get("RETSAM_OFFLINE", "").strip() not in ("", "0"):
+        raise RetsamInputError(missing_checkpoint_message(model_type, "RETSAM_OFFLINE is set", dest))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RetsamInputError(f"cannot create checkpoint folder {folder}: {exc.strerror or exc}") from exc
+    part = dest.with_name(dest.name + ".part")
+    start = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": f"napari-retsam/{__version__}"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    opener = opener or urllib.request.urlopen
+    try:
+        response = opener(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise RetsamInputError(missing_checkpoint_message(model_type, f"download failed: {reason}", dest)) from exc
+    try:
+        status = getattr(response, "status", None) or response.getcode()
+        if start and status != 206:
+            start = 0  # server ignored the Range request: start over
+        length = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
+        total = start + int(length) if length and str(length).isdigit() else 0
+        done = start
+        with open(part, "ab" if start else "wb") as fh:
+            while True:
+                check_stop(should_stop)
+                chunk = response.read(1 << 20)
+                if not chunk:
+                    break
+                fh.write(chunk)
+                done += len(chunk)
+                report(progress, done, total or done, f"downloading {info.filename}")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except Cancelled:
+        raise
+    except (urllib.error.URLError, OSError) as exc:
+        raise RetsamInputError(
+            missing_checkpoint_message(model_type, f"download interrupted at {done} bytes: {exc}; run again to resume", dest)
+        ) from exc
+    finally:
+        close = getattr(response, "close", None)
+        if close is not None:
+            close()
+    got = _md5_file(part)
+    if got != md5:
+        part.unlink(missing_ok=True)
+        raise RetsamInputError(
+            f"downloaded {info.filename} has MD5 {got}, expected {md5}; the partial file was deleted, try again"
+        )
+    os.replace(part, dest)
+    return dest
+
+
+def resolve_checkpoint(
+    checkpoint: str | os.PathLike[str] | None,
+    model_type: str,
+    *,
+    download: bool = True,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> Path:
+    """A checkpoint path: the given file, or the cached/downloaded official one."""
+    if checkpoint is not None and str(checkpoint) != "":
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise RetsamInputError(f"checkpoint file {path} does not exist")
+        return path
+    info = OFFICIAL_CHECKPOINTS.get(model_type)
+    if info is None:
+        raise RetsamInputError(missing_checkpoint_message(model_type, "this model type has no official download"))
+    cached = checkpoint_dir() / info.filename
+    if cached.is_file():
+        return cached
+    if not download:
+        raise RetsamInputError(missing_checkpoint_message(model_type, "not downloaded yet", cached))
+    return download_checkpoint(model_type, progress=progress, should_stop=should_stop)
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, memoised on (path, size, mtime)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = sha256_file(path)
+    return _SHA_CACHE[key]
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with clear errors."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise RetsamInputError(f"checkpoint file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    # garbage bytes can surface as nearly any exception inside the unpickler
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, IndexError,
+            KeyError, TypeError, AttributeError, UnicodeDecodeError, MemoryError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise RetsamInputError(
+            f"cannot read checkpoint {path}: truncated, corrupt or not a PyTorch weights file ({first}); "
+            "expected an official SAM .pth or a napari-retsam checkpoint"
+        ) from exc
+    if not isinstance(state, dict):
+        raise RetsamInputError(
+            f"checkpoint {path} holds a {type(state).__name__}, expected a state dict (official SAM .pth) "
+            "or a napari-retsam checkpoint dict"
+        )
+    return state
+
+
+def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+    import torch
+
+    from napari_retsam.sam.models import _build_plain_sam
+
+    with torch.device("meta"):
+        sam = _build_plain_sam(config)
+    return {k: tuple(v.shape) for k, v in sam.state_dict().items()}
+
+
+_SHAPES_CACHE: dict[Any, dict[str, tuple[int, ...]]] = {}
+
+
+def _shapes_for(config: Any) -> dict[str, tuple[int, ...]]:
+    key = repr(sorted(config.to_dict().items()))
+    if key not in _SHAPES_CACHE:
+        _SHAPES_CACHE[key] = _expected_shapes(config)
+    return _SHAPES_CACHE[key]
+
+
+def _mismatches(state: dict[str, Any], expected: dict[str, tuple[int, ...]], *, partial: bool) -> list[str]:
+    problems = []
+    for key, value in state.items():
+        if key not in expected:
+            problems.append(f"unexpected tensor {key}")
+        elif tuple(getattr(value, "shape", ())) != expected[key]:
+            problems.append(f"{key} has shape {tuple(value.shape)}, expected {expected[key]}")
+    if not partial:
+        missing = [k for k in expected if k not in state]
+        problems.extend(f"missing tensor {k}" for k in missing)
+    return problems
+
+
+def _guess_model_type(state: dict[str, Any]) -> str | None:
+    from napari_retsam.sam.models import MODEL_CONFIGS
+
+    for name, config in MODEL_CONFIGS.items():
+        if not _mismatches(state, _shapes_for(config), partial=False):
+            return name
+    return None
+
+
+def _is_sam_state(state: dict[str, Any]) -> bool:
+    return _PROBE_KEY in state or any(str(k).startswith(("image_encoder.", "mask_decoder.")) for k in state)
+
+
+def _check_arch(path: Path, state: dict[str, Any], model_type: str, config: Any, *, partial: bool) -> None:
+    problems = _mismatches(state, _shapes_for(config), partial=partial)
+    if problems:
+        guess = None if partial else _guess_model_type(state)
+        hint = f"it looks like a {guess} checkpoint; " if guess and guess != model_type else ""
+        raise RetsamInputError(
+            f"checkpoint {path} does not fit model type {model_type}: {hint}{len(problems)} tensor(s) differ, "
+            f"e.g. {problems[0]}"
+        )
+
+
+def _official_state(path: Path, model_type: str | None, config: Any | None) -> tuple[dict[str, Any], str, Any]:
+    from napari_retsam.sam.models import MODEL_CONFIGS
+
+    state = read_checkpoint(path)
+    if state.get("format") == PROJECT_FORMAT:
+        raise RetsamInputError(f"{path} is a napari-retsam fine-tuned checkpoint, expected an official SAM state dict as base")
+    if not _is_sam_state(state):
+        raise RetsamInputError(
+            f"checkpoint {path} has an unknown format (no SAM tensors such as {_PROBE_KEY}, no 'format' key); "
+            "expected an official SAM .pth or a napari-retsam checkpoint"
+        )
+    if model_type is None:
+        model_type = _guess_model_type(state)
+        if model_type is None:
+            raise RetsamInputError(
+                f"checkpoint {path} matches none of the model types {', '.join(MODEL_CONFIGS)}; pass --model-type"
+            )
+    if config is None:
+        if model_type not in MODEL_CONFIGS:
+            raise RetsamInputError(f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+        config = MODEL_CONFIGS[model_type]
+    _check_arch(path, state, model_type, config, partial=False)
+    return state, model_type, config
+
+
+def load_sam(
+    checkpoint: str | os.PathLike[str] | None = None,
+    model_type: str | None = None,
+    device: Any = None,
+    *,
+    finetuned: str | os.PathLike[str] | None = None,
+    base_checkpoint: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+):  # -> RetsamSam
+    """Load a :class:`~napari_retsam.sam.models.RetsamSam` from checkpoint files.
+
+    * ``checkpoint``: an official-style state dict, a project checkpoint, or None
+      (the cached official file of ``model_type``, downloaded when missing and
+      ``download`` is True).
+    * ``model_type``: "vit_b", "vit_l", "vit_h", "tiny"; None = read from the file
+      (project checkpoints record it; official files are recognised by their
+      tensor shapes) or "vit_b" when there is no file. A file of another
+      architecture raises :class:`RetsamInputError`.
+    * ``finetuned``: a project checkpoint applied on top of ``checkpoint`` (its base).
+    * ``base_checkpoint``: the base for a project checkpoint passed as ``checkpoint``.
+    * ``device``: a torch device or name ("auto"/None: cuda, mps, cpu).
+
+    The returned model is in eval mode on ``device``.
+    """
+    from napari_retsam.sam.device import select_device
+
+    target = device if device is not None and not isinstance(device, str) else select_device(device)
+
+    ft_path: Path | None = None
+    base_path: Path | None = None
+    if finetuned is not None and str(finetuned) != "":
+        ft_path = Path(finetuned).expanduser()
+        if checkpoint is not None and str(checkpoint) != "":
+            base_path = resolve_checkpoint(checkpoint, model_type or "vit_b")
+        elif base_checkpoint is not None and str(base_checkpoint) != "":
+            base_path = resolve_checkpoint(base_checkpoint, model_type or "vit_b")
+    elif checkpoint is not None and str(checkpoint) != "":
+        path = resolve_checkpoint(checkpoint, model_type or "vit_b")
+        head = read_checkpoint(path)
+        if head.get("format") == PROJECT_FORMAT:
+            ft_path = path
+            base_path = Path(base_checkpoint).expanduser() if base_checkpoint else None
+        else:
+            base_path = path
+    else:
+        base_path = resolve_checkpoint(None, model_type or "vit_b", download=download, progress=progress,
+                                       should_stop=should_stop)
+
+    if ft_path is None:
+        assert base_path is not None
+        state, mtype, config = _official_state(base_path, model_type, None)
+        model = _assemble(state, mtype, config, num_classes=1, fusion_state=None, fusion_config=None)
+        sha = file_sha256(base_path)
+        model.checkpoint_sha256 = sha
+        model.encoder_sha256 = sha
+        model.source = {"checkpoint": str(base_path), "finetuned": None}
+        return model.to(target).eval()
+    return _load_project(ft_path, model_type, base_path, download, progress, should_stop).to(target).eval()
+
+
+def _load_project(
+    path: Path,
+    model_type: str | None,
+    base_path: Path | None,
+    download: bool,
+    progress: ProgressFn | None,
+    should_stop: StopFn | None,
+):
+    from napari_retsam.sam.models import MODEL_CONFIGS, SamConfig
+
+    state = read_checkpoint(path)
+    fmt = state.get("format")
+    if fmt != PROJECT_FORMAT:
+        if _is_sam_state(state):
+            raise RetsamInputError(f"{path} is an official SAM state dict, expected a fine-tuned napari-retsam checkpoint")
+        raise RetsamInputError(f"checkpoint {path} has unknown format {fmt!r}; expected {PROJECT_FORMAT!r}")
+    for key in ("model_type", "sam", "fusion"):
+        if key not in state:
+            raise RetsamInputError(f"fine-tuned checkpoint {path} lacks the {key!r} entry ({PROJECT_FORMAT})")
+    ft_type = str(state["model_type"])
+    if model_type is not None and model_type != ft_type:
+        raise RetsamInputError(f"fine-tuned checkpoint {path} is for {ft_type}, but model type {model_type} was asked for")
+    try:
+        config = SamConfig.from_dict(state["config"]) if state.get("config") else MODEL_CONFIGS[ft_type]
+    except KeyError as exc:
+        raise RetsamInputError(f"fine-tuned checkpoint {path} has unknown model type {ft_type!r} and no config") from exc
+    sam_part = dict(state["sam"])
+    _check_arch(path, sam_part, ft_type, config, partial=True)
+    expected = _shapes_for(config)
+    base_sha = state.get("base_checkpoint_sha256")
+    if set(expected) <= set(sam_part):
+        full = sam_part
+        encoder_sha = base_sha or file_sha256(path)
+        used_base = None
+    else:
+        if base_path is None:
+            hint = state.get("base_checkpoint_path")
+            if hint and Path(hint).is_file():
+                base_path = Path(hint)
+            else:
+                try:
+                    base_path = resolve_checkpoint(None, ft_type, download=download, progress=progress,
+                                                   should_stop=should_stop)
+                except RetsamInputError as exc:
+                    raise RetsamInputError(
+                        f"fine-tuned checkpoint {path} needs its base {ft_type} model: pass it with --checkpoint / "
+                        f"base_checkpoint= ({exc})"
+                    ) from exc
+        full, _, _ = _official_state(base_path, ft_type, config)
+        encoder_sha = file_sha256(base_path)
+        if base_sha and base_sha != encoder_sha:
+            raise RetsamInputError(
+                f"base checkpoint {base_path} (SHA-256 {encoder_sha[:12]}…) is not the one {path} was fine-tuned "
+                f"from (SHA-256 {str(base_sha)[:12]}…)"
+            )
+        full = dict(full)
+        full.update(sam_part)
+        used_base = str(base_path)
+    num_classes = int(state.get("num_classes", 1))
+    model = _assemble(full, ft_type, config, num_classes=num_classes, fusion_state=state["fusion"],
+                      fusion_config=state.get("fusion_config"), path=path)
+    model.checkpoint_sha256 = file_sha256(path)
+    model.encoder_sha256 = encoder_sha
+    model.source = {"checkpoint": used_base, "finetuned": str(path)}
+    return model
+
+
+def _assemble(
+    state: dict[str, Any],
+    model_type: str,
+    config: Any,
+    *,
+    num_classes: int,
+    fusion_state: dict[str, Any] | None,
+    fusion_config: dict[str, Any] | None,
+    path: Path | None = None,
+):
+    from napari_retsam.sam.fusion import FeatureFusionBlock
+    from napari_retsam.sam.models import RetsamSam, _build_plain_sam
+
+    sam = _build_plain_sam(config)
+    sam.load_state_dict(state, strict=True)
+    fusion = None
+    if fusion_config:
+        fusion = FeatureFusionBlock(int(fusion_config["channels"]), int(fusion_config.get("hidden") or 0) or None)
+    model = RetsamSam(sam, model_type=model_type, config=config, num_classes=num_classes, fusion=fusion)
+    if fusion_state is not None:
+        try:
+            model.fusion.load_state_dict(fusion_state, strict=True)
+        except RuntimeError as exc:
+            raise RetsamInputError(
+                f"the fusion block weights in {path} do not fit {model_type}: {str(exc).splitlines()[0][:160]}"
+            ) from exc
+    return model
+
+
+def save_official_style(model: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``model.sam.state_dict()`` as a plain dict (the official file layout)."""
+    sam = model.sam if hasattr(model, "sam") and hasattr(model, "fusion") else model
+    state = {k: v.detach().cpu().clone() for k, v in sam.state_dict().items()}
+    return atomic_save_torch(state, path)
+
+
+def project_checkpoint_dict(
+    model: Any,
+    *,
+    self_contained: bool = False,
+    base_checkpoint_path: str | os.PathLike[str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The project checkpoint dict for ``model`` (format in the module docstring).
+
+    ``self_contained=False`` stores the mask decoder only (the encoder and prompt
+    encoder come from the base file); True stores every SAM weight.
+    """
+    if self_contained:
+        sam_state = {k: v.detach().cpu().clone() for k, v in model.sam.state_dict().items()}
+    else:
+        sam_state = model.trainable_state()["sam"]
+    base_sha = model.encoder_sha256 if not str(model.encoder_sha256).startswith("random-") else None
+    if base_checkpoint_path is None:
+        base_checkpoint_path = (getattr(model, "source", {}) or {}).get("checkpoint")
+    return {
+        "format": PROJECT_FORMAT,
+        "model_type": model.model_type,
+        "config": model.config.to_dict(),
+        "num_classes": int(model.num_classes),
+        "sam": sam_state,
+        "fusion": {k: v.detach().cpu().clone() for k, v in model.fusion.state_dict().items()},
+        "fusion_config": model.fusion.config(),
+        "base_checkpoint_sha256": base_sha,
+        "base_checkpoint_path": str(base_checkpoint_path) if base_checkpoint_path else None,
+        "package_version": __version__,
+        "meta": dict(meta or {}),
+    }
+
+
+def save_project_checkpoint(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    self_contained: bool = False,
+    base_checkpoint_path: str | os.PathLike[str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write :func:`project_checkpoint_dict` atomically to ``path``."""
+    if not self_contained and str(model.encoder_sha256).startswith("random-"):
+        raise RetsamInputError(
+            "this model was not loaded from a checkpoint file, so a decoder-only checkpoint could not find its "
+            "base; save it with self_contained=True"
+        )
+    return atomic_save_torch(
+        project_checkpoint_dict(model, self_contained=self_contained, base_checkpoint_path=base_checkpoint_path,
+                                meta=meta),
+        path,
+    )

@@ -1,0 +1,231 @@
+"""Box-prompted vessel segmentation of one 2-D image: :class:`Segmenter`.
+
+Steps of :meth:`Segmenter.segment`:
+
+1. normalise the image (:func:`~napari_retsam.sam.preprocess.to_uint8_rgb`) and
+   validate the boxes (original pixel-index coordinates ``x0, y0, x1, y1``,
+   corners sorted, clipped to ``[0, W−1] × [0, H−1]``; a box wholly outside or
+   of zero width/height after clipping is refused);
+2. lay the fixed tile grid (:func:`~napari_retsam.sam.tiling.tile_grid`;
+   ``tile=None``/0 = the whole image as one window);
+3. embed every window that some box touches, through the
+   :class:`~napari_retsam.sam.embeddings.EmbeddingCache` (so a second call on the
+   same image runs the decoder only);
+4. prompt each window with its part of each box (mapped to encoder-input
+   pixels) and decode all prompts in batched passes;
+5. per box, bring each window's logits back to the window's pixels (SAM's
+   postprocessing) and blend the windows (raised-cosine weights); boxes are
+   combined by the maximum logit (union of their masks); pixels no window of any
+   box covers get logit −∞;
+6. ``prob = sigmoid(logit)``, ``mask = prob ≥ 0.5`` (SAM's threshold 0 on logits).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_retsam.errors import RetsamInputError
+from napari_retsam.sam.embeddings import EmbeddingCache, embedding_signature, image_sha256
+from napari_retsam.sam.preprocess import boxes_to_input, postprocess_logits, prepare_image, to_uint8_rgb
+from napari_retsam.sam.progress import Cancelled, ProgressFn, StopFn, check_stop, report
+from napari_retsam.sam.tiling import Stitcher, Tile, tile_grid
+
+__all__ = ["Cancelled", "SegmentResult", "Segmenter", "validate_boxes"]
+
+
+@dataclass
+class SegmentResult:
+    """Output of :meth:`Segmenter.segment` (all arrays at the original H×W)."""
+
+    probs: np.ndarray  # L×H×W float32 in [0, 1]
+    boxes: np.ndarray  # K×4 float64 boxes actually used (clipped)
+    tiles: list[Tile]  # windows that were embedded/prompted
+    n_embedded: int  # encoder passes run by this call (0 when all were cached)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def prob(self) -> np.ndarray:
+        """H×W float32 vessel probability (max over classes)."""
+        return self.probs[0] if self.probs.shape[0] == 1 else self.probs.max(axis=0)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """H×W bool, ``prob >= 0.5``."""
+        return self.prob >= 0.5
+
+    @property
+    def labels(self) -> np.ndarray:
+        """H×W uint8: 0 background, ``l + 1`` where class l is the most probable and ≥ 0.5."""
+        best = self.probs.argmax(axis=0)
+        return np.where(self.probs.max(axis=0) >= 0.5, best + 1, 0).astype(np.uint8)
+
+
+def validate_boxes(boxes: Any, height: int, width: int) -> np.ndarray:
+    """K×4 float boxes, corners sorted and clipped to the image; bad boxes raise.
+
+    ``None`` means one box over the whole image.
+    """
+    if boxes is None:
+        return np.array([[0.0, 0.0, width - 1.0, height - 1.0]])
+    try:
+        arr = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise RetsamInputError(f"boxes must be numbers x0,y0,x1,y1, got {boxes!r}") from exc
+    if arr.size == 0:
+        raise RetsamInputError("no boxes given: draw at least one rectangle (or pass --box x0,y0,x1,y1)")
+    if arr.ndim == 1 and arr.shape[0] == 4:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise RetsamInputError(f"boxes must be K×4 (x0, y0, x1, y1), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise RetsamInputError("box coordinates must be finite numbers")
+    out = np.empty_like(arr)
+    out[:, 0] = np.minimum(arr[:, 0], arr[:, 2])
+    out[:, 2] = np.maximum(arr[:, 0], arr[:, 2])
+    out[:, 1] = np.minimum(arr[:, 1], arr[:, 3])
+    out[:, 3] = np.maximum(arr[:, 1], arr[:, 3])
+    for k, (x0, y0, x1, y1) in enumerate(out):
+        if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
+            raise RetsamInputError(
+                f"box {k + 1} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies wholly outside the {width}×{height} image"
+            )
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, width - 1)
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, height - 1)
+    for k, (x0, y0, x1, y1) in enumerate(out):
+        if x1 - x0 <= 0 or y1 - y0 <= 0:
+            raise RetsamInputError(
+                f"box {k + 1} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has zero area inside the image"
+            )
+    return out
+
+
+def _box_in_tile(box: np.ndarray, tile: Tile) -> np.ndarray | None:
+    y0, x0, y1, x1 = tile
+    bx0, by0 = max(box[0], x0), max(box[1], y0)
+    bx1, by1 = min(box[2], x1 - 1), min(box[3], y1 - 1)
+    if bx1 - bx0 <= 0 or by1 - by0 <= 0:
+        return None
+    return np.array([bx0 - x0, by0 - y0, bx1 - x0, by1 - y0])
+
+
+class Segmenter:
+    """Segment images with a :class:`~napari_retsam.sam.models.RetsamSam` from box prompts.
+
+    ``cache``: the embedding cache (a private in-memory one by default);
+    ``chunk_size``: prompts per decoder pass.
+    """
+
+    def __init__(self, model: Any, *, cache: EmbeddingCache | None = None, chunk_size: int = 16) -> None:
+        self.model = model
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.chunk_size = int(chunk_size)
+
+    def _embed_tile(self, rgb: np.ndarray, tile: Tile) -> torch.Tensor:
+        y0, x0, y1, x1 = tile
+        prepared = prepare_image(rgb[y0:y1, x0:x1], self.model.img_size)
+        with torch.no_grad():
+            return self.model.embed(prepared.tensor.unsqueeze(0).to(self.model.device))[0]
+
+    def segment(
+        self,
+        image: np.ndarray,
+        boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+        tile: int | None = 512,
+        overlap: int = 64,
+        *,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> SegmentResult:
+        """Segment ``image`` (H×W gray or H×W×3/4, any dtype) inside ``boxes``.
+
+        ``boxes``: K×4 ``(x0, y0, x1, y1)`` in pixel-index coordinates of the
+        image (None = whole image). ``tile``/``overlap`` in pixels; ``tile`` None
+        or 0 = whole-image mode. Raises :class:`Cancelled` when ``should_stop()``
+        turns True.
+        """
+        start = time.perf_counter()
+        rgb = to_uint8_rgb(image)
+        height, width = rgb.shape[:2]
+        boxes_arr = validate_boxes(boxes, height, width)
+        grid = tile_grid(height, width, tile, overlap)
+        blend_overlap = int(overlap) if tile else 0
+
+        prompts: list[tuple[int, int, np.ndarray]] = []  # (tile index, box index, tile-local box)
+        for k, box in enumerate(boxes_arr):
+            for t, window in enumerate(grid):
+                local = _box_in_tile(box, window)
+                if local is not None:
+                    prompts.append((t, k, local))
+        used = sorted({t for t, _, _ in prompts})
+        image_hash = image_sha256(rgb)
+
+        total = len(used) + 1
+        misses_before = self.cache.misses
+        embeddings = []
+        for i, t in enumerate(used):
+            check_stop(should_stop)
+            report(progress, i, total, f"embedding window {i + 1}/{len(used)}")
+            signature = embedding_signature(self.model, image_hash, grid[t])
+            embeddings.append(self.cache.get_or_compute(signature, lambda t=t: self._embed_tile(rgb, grid[t])))
+        n_embedded = self.cache.misses - misses_before
+        t_embed = time.perf_counter()
+        check_stop(should_stop)
+        report(progress, len(used), total, "decoding")
+
+        position = {t: i for i, t in enumerate(used)}
+        size = self.model.img_size
+        geometry = {}
+        input_boxes = np.zeros((len(prompts), 4))
+        for n, (t, _, local) in enumerate(prompts):
+            y0, x0, y1, x1 = grid[t]
+            original = (y1 - y0, x1 - x0)
+            if t not in geometry:
+                geometry[t] = (original, prepare_geometry(original, size))
+            input_boxes[n] = boxes_to_input(local, original, geometry[t][1])[0]
+        device = self.model.device
+        with torch.no_grad():
+            stacked = torch.stack(embeddings).to(device)
+            index = torch.tensor([position[t] for t, _, _ in prompts], dtype=torch.long, device=device)
+            low_res = self.model.decode(
+                stacked, torch.as_tensor(input_boxes, dtype=torch.float32, device=device),
+                image_index=index, chunk_size=self.chunk_size,
+            )
+        t_decode = time.perf_counter()
+
+        n_classes = int(low_res.shape[1])
+        combined = np.full((n_classes, height, width), -np.inf, dtype=np.float32)
+        for k in range(len(boxes_arr)):
+            check_stop(should_stop)
+            stitcher = Stitcher((n_classes, height, width), blend_overlap)
+            for n, (t, box_k, _) in enumerate(prompts):
+                if box_k != k:
+                    continue
+                original, input_size = geometry[t]
+                with torch.no_grad():
+                    logits = postprocess_logits(low_res[n], size, input_size, original)
+                stitcher.add(grid[t], logits.float().cpu().numpy())
+            np.maximum(combined, stitcher.result(fill=-np.inf), out=combined)
+        probs = (1.0 / (1.0 + np.exp(-combined.astype(np.float64)))).astype(np.float32)
+        report(progress, total, total, "done")
+        end = time.perf_counter()
+        return SegmentResult(
+            probs=probs,
+            boxes=boxes_arr,
+            tiles=[grid[t] for t in used],
+            n_embedded=n_embedded,
+            timings={"embed_s": t_embed - start, "decode_s": t_decode - t_embed, "stitch_s": end - t_decode,
+                     "total_s": end - start},
+        )
+
+
+def prepare_geometry(original: tuple[int, int], size: int) -> tuple[int, int]:
+    """(h', w') of a window of ``original`` size inside the encoder input."""
+    from napari_retsam.sam.preprocess import resized_shape
+
+    return resized_shape(original[0], original[1], size)

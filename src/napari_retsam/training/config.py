@@ -1,0 +1,132 @@
+"""The fine-tuning configuration: one JSON-serialisable dataclass.
+
+Every knob of a run lives here, so a checkpoint can store the exact config that
+produced it (``FinetuneConfig.to_dict()``) and a resumed run can check it.
+Units: learning rates in 1/step, ``box_jitter`` as a fraction of the box side,
+``tile``/``overlap`` in image pixels (``tile=0``: whole image, no tiling),
+colour jitter amplitudes as fractions (0.1 = ±10 %).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from napari_retsam.errors import RetsamInputError
+
+__all__ = ["FinetuneConfig", "LOSSES"]
+
+#: Loss names accepted by ``--loss``: BSD only, or BSD plus ``bce_weight``·BCE.
+LOSSES: tuple[str, ...] = ("bsd", "bsd+bce")
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyper-parameters and options of one fine-tuning run.
+
+    ``epochs`` passes over the training items (one augmented view per item and
+    epoch); ``max_steps`` (optimizer steps, 0 = unlimited) stops earlier.
+    ``batch_size`` is the *global* batch (split over ranks in a distributed run);
+    ``accumulate`` micro-batches are summed into one optimizer step.
+    Learning rate: linear warm-up over ``warmup_steps`` from 0 to ``lr``, then a
+    cosine decay to ``lr * min_lr_ratio`` at the last step.
+    """
+
+    model_type: str = "vit_b"
+    checkpoint: str | None = None
+    full_finetune: bool = False
+    epochs: int = 10
+    max_steps: int = 0
+    batch_size: int = 4
+    accumulate: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 0.0
+    loss: str = "bsd"
+    selection: str = "nonempty"
+    smooth: float = 1.0
+    bce_weight: float = 1.0
+    tile: int = 0
+    overlap: int = 64
+    n_views: int = 4
+    flips: bool = True
+    rotations: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    box_jitter: float = 0.05
+    box_from: str = "fov"
+    val_fraction: float = 0.2
+    threshold: float = 0.5
+    seed: int = 0
+    amp: bool = True
+    device: str = "cpu"
+    cache_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`RetsamInputError` on an impossible value."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise RetsamInputError(msg)
+
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.max_steps >= 0, f"max-steps must be >= 0, got {self.max_steps}")
+        need(self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}")
+        need(self.accumulate >= 1, f"accumulate must be >= 1, got {self.accumulate}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}")
+        need(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
+        need(self.warmup_steps >= 0, f"warm-up steps must be >= 0, got {self.warmup_steps}")
+        need(0 <= self.min_lr_ratio <= 1, f"min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        need(self.grad_clip >= 0, f"grad clip must be >= 0 (0 = off), got {self.grad_clip}")
+        need(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        need(self.selection in ("nonempty", "all"), f"selection must be nonempty or all, got {self.selection!r}")
+        need(self.smooth > 0, f"smooth must be > 0, got {self.smooth}")
+        need(self.bce_weight >= 0, f"bce weight must be >= 0, got {self.bce_weight}")
+        need(self.tile == 0 or self.tile >= 32, f"tile must be 0 (whole image) or >= 32 pixels, got {self.tile}")
+        need(self.overlap >= 0 and (self.tile == 0 or self.overlap < self.tile),
+             f"overlap must be in [0, tile), got {self.overlap}")
+        need(self.n_views >= 1, f"n-views must be >= 1, got {self.n_views}")
+        need(0 <= self.box_jitter < 0.5, f"box jitter must be in [0, 0.5), got {self.box_jitter}")
+        need(self.box_from in ("fov", "vessels"), f"box-from must be fov or vessels, got {self.box_from!r}")
+        need(0 <= self.val_fraction < 1, f"val fraction must be in [0, 1), got {self.val_fraction}")
+        need(0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}")
+        for name in ("brightness", "contrast", "saturation"):
+            value = getattr(self, name)
+            need(0 <= value < 1, f"{name} jitter must be in [0, 1), got {value}")
+
+    @property
+    def bce_term_weight(self) -> float:
+        """The BCE weight actually used: ``bce_weight`` for ``loss="bsd+bce"``, else 0."""
+        return self.bce_weight if self.loss == "bsd+bce" else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe dict (tuples become lists)."""
+        out = asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        """Build from :meth:`to_dict` output; unknown keys raise a clear error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RetsamInputError(f"unknown fine-tuning config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> FinetuneConfig:
+        return cls.from_dict(json.loads(text))

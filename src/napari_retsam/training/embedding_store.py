@@ -1,0 +1,104 @@
+"""Frozen-encoder embeddings (or encoder inputs) of the training tiles.
+
+Decoder-only fine-tuning never changes the image encoder, so each tile's
+embedding ``E = encoder(prepare(tile))`` is computed once, through the SAM
+engine's :class:`~napari_retsam.sam.embeddings.EmbeddingCache`: in memory for
+the run and, with ``cache_dir``, on disk as signed entries (the signature names
+the image bytes' SHA-256, the encoder's identity, the preprocessing version and
+the tile window; a mismatched or unreadable file is recomputed, never used).
+The signatures are the ones :class:`~napari_retsam.sam.segmenter.Segmenter` uses,
+so training, validation and later segmentation of the same image share entries.
+
+In full fine-tuning the encoder changes at every step: the store keeps the
+3×S×S encoder inputs instead and :meth:`EmbeddingStore.batch` runs the encoder
+(with gradients) on each batch.
+
+Distributed runs share the disk cache: :meth:`register` computes only the tiles
+this rank owns (registration index ``% world == rank``); each entry is written
+atomically (temporary file + rename); after a barrier :meth:`fill_from_disk`
+reads the entries the other ranks wrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["EmbeddingStore"]
+
+
+class EmbeddingStore:
+    """Keys -> embeddings (frozen encoder) or encoder inputs (full fine-tuning)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        full_finetune: bool = False,
+        cache_dir: str | Path | None = None,
+        world_size: int = 1,
+        rank: int = 0,
+        max_bytes: int = 8 << 30,
+    ) -> None:
+        from napari_retsam.sam.embeddings import EmbeddingCache
+
+        self.model = model
+        self.full = bool(full_finetune)
+        self.cache = EmbeddingCache(max_bytes=max_bytes, disk_dir=cache_dir)
+        self.world_size = world_size
+        self.rank = rank
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.signatures: dict[str, dict[str, Any]] = {}
+        self.encoder_calls = 0
+
+    @torch.no_grad()
+    def _encode(self, tile_rgb: np.ndarray) -> torch.Tensor:
+        self.encoder_calls += 1
+        tensor = self.model.preprocess(tile_rgb)
+        return self.model.embed(tensor.unsqueeze(0))[0].detach().to("cpu", torch.float32).contiguous()
+
+    def register(self, image_rgb: np.ndarray, image_hash: str, window: tuple[int, int, int, int]) -> str:
+        """Make the tile ``window`` (y0, x0, y1, x1) of ``image_rgb`` available; return its key."""
+        from napari_retsam.sam.embeddings import embedding_signature, signature_key
+
+        signature = embedding_signature(self.model, image_hash, window)
+        key = signature_key(signature)
+        if key in self.signatures:
+            return key
+        index = len(self.signatures)
+        self.signatures[key] = signature
+        y0, x0, y1, x1 = window
+        tile = np.ascontiguousarray(image_rgb[y0:y1, x0:x1])
+        if self.full:
+            self.tensors[key] = self.model.preprocess(tile).detach().cpu()
+            return key
+        cached = self.cache.get(signature)
+        if cached is not None:
+            self.tensors[key] = cached
+        elif index % self.world_size == self.rank:
+            embedding = self._encode(tile)
+            self.cache.put(signature, embedding)
+            self.tensors[key] = embedding
+        return key
+
+    def fill_from_disk(self) -> None:
+        """After a barrier: read the embeddings the other ranks computed (distributed runs)."""
+        if self.full:
+            return
+        for key, signature in self.signatures.items():
+            if key not in self.tensors:
+                embedding = self.cache.get(signature)
+                if embedding is None:
+                    raise RuntimeError(f"embedding {key[:12]}… is missing from the shared cache {self.cache.disk_dir}")
+                self.tensors[key] = embedding
+
+    def batch(self, keys: list[str], device: torch.device) -> torch.Tensor:
+        """B×C×h×w embeddings for ``keys`` on ``device`` (full fine-tuning: the encoder runs, with grad)."""
+        stacked = torch.stack([self.tensors[k] for k in keys]).to(device)
+        if self.full:
+            self.encoder_calls += len(keys)
+            return self.model.embed(stacked)
+        return stacked

@@ -1,0 +1,240 @@
+"""Dock widget: the Frangi vesselness baseline on an image layer.
+
+Layers in (an Image layer, RGB or grayscale, 2-D or an ``N×H×W`` stack, and an
+optional FOV Labels layer), one core call
+(:func:`napari_retsam.baseline.frangi_segment_stack`, in a napari worker
+thread), layers out: an Image layer ``"<name> frangi prob"`` (magma, contrast
+0-1) and a Labels layer ``"<name> frangi mask"`` (1 = vessel), both updated in
+place when they already exist. Without a FOV layer the FOV of every slice is
+computed from the image (dark camera border), as ``retsam baseline`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from napari.layers import Image, Labels, Layer
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_retsam.baseline import DEFAULT_THRESHOLD, frangi_segment_stack
+from napari_retsam.errors import RetsamInputError
+from napari_retsam.widgets._common import notify_user_errors, show_info, worker_error_handler
+
+__all__ = ["BaselineWidget", "NO_FOV"]
+
+#: Text of the FOV choice meaning "compute the FOV from the image".
+NO_FOV = "(computed from the image)"
+
+
+class _ProgressRelay(QObject):
+    """Carries ``progress(done, total, message)`` from the worker thread to the UI thread."""
+
+    progressed = Signal(int, int, str)
+
+
+class BaselineWidget(QWidget):
+    """Frangi vesselness baseline: probability map and vessel mask of an image layer."""
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._worker: Any = None
+        self._stop_requested = False
+        self._relay = _ProgressRelay()
+        self._relay.progressed.connect(self._on_progress)
+
+        self.image_combo = QComboBox()
+        self.fov_combo = QComboBox()
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.0, 1.0)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setDecimals(3)
+        self.threshold_spin.setValue(DEFAULT_THRESHOLD)
+        self.threshold_spin.setToolTip("vessel where the probability >= threshold "
+                                       f"(default {DEFAULT_THRESHOLD}: tuned on DRIVE training)")
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("FOV", self.fov_combo)
+        form.addRow("threshold", self.threshold_spin)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+
+        self.run_button.clicked.connect(lambda: self.run())
+        self.cancel_button.clicked.connect(self.cancel)
+        layers = self.viewer.layers
+        for emitter in (layers.events.inserted, layers.events.removed, layers.events.reordered):
+            emitter.connect(self.refresh_choices)
+        layers.events.inserted.connect(self._watch_name)
+        for layer in layers:
+            layer.events.name.connect(self.refresh_choices)
+        self.refresh_choices()
+
+    # -- layer choices -------------------------------------------------------
+    def _watch_name(self, event: Any) -> None:
+        event.value.events.name.connect(self.refresh_choices)
+
+    @staticmethod
+    def _is_output(layer: Layer) -> bool:
+        return layer.name.endswith(" frangi prob") or layer.name.endswith(" frangi mask")
+
+    def refresh_choices(self, *_: Any) -> None:
+        """Re-list the Image layers (not our own outputs) and the Labels layers."""
+        images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not self._is_output(ly)]
+        fovs = [NO_FOV] + [ly.name for ly in self.viewer.layers
+                           if isinstance(ly, Labels) and not self._is_output(ly)]
+        for combo, names in ((self.image_combo, images), (self.fov_combo, fovs)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+
+    def _layer(self, name: str) -> Layer | None:
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    # -- running ------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """True while a worker is running."""
+        return self._worker is not None
+
+    def _inputs(self, image_layer: Layer | str | None, fov_layer: Layer | str | None
+                ) -> tuple[Image, np.ndarray, np.ndarray | None]:
+        """Validate the chosen layers; returns (image layer, data, FOV data or None)."""
+        if isinstance(image_layer, str):
+            image_layer = self._layer(image_layer)
+        if image_layer is None:
+            raise RetsamInputError("choose an image layer to run the Frangi baseline on")
+        if not isinstance(image_layer, Image):
+            raise RetsamInputError(
+                f"layer '{image_layer.name}' is a {type(image_layer).__name__} layer; "
+                "the Frangi baseline needs an Image layer"
+            )
+        data = np.asarray(image_layer.data)
+        spatial = data.ndim - (1 if image_layer.rgb else 0)
+        if spatial not in (2, 3):
+            raise RetsamInputError(
+                f"layer '{image_layer.name}' has shape {data.shape}; expected a 2-D image or an N×H×W stack"
+            )
+        fov = None
+        if isinstance(fov_layer, str):
+            fov_layer = None if fov_layer == NO_FOV else self._layer(fov_layer)
+        if fov_layer is not None:
+            if not isinstance(fov_layer, Labels):
+                raise RetsamInputError(f"FOV layer '{fov_layer.name}' must be a Labels layer")
+            fov = np.asarray(fov_layer.data) > 0
+        return image_layer, data, fov
+
+    @notify_user_errors
+    def run(self, image_layer: Layer | str | None = None, fov_layer: Layer | str | None = None,
+            threshold: float | None = None) -> None:
+        """Start the baseline on the chosen (or given) layers in a worker thread."""
+        if self.busy:
+            raise RetsamInputError("the Frangi baseline is already running; wait or press Cancel")
+        if image_layer is None:
+            image_layer = self.image_combo.currentText() or None
+        if fov_layer is None:
+            fov_layer = self.fov_combo.currentText() or None
+        layer, data, fov = self._inputs(image_layer, fov_layer)
+        t = float(self.threshold_spin.value() if threshold is None else threshold)
+        self._stop_requested = False
+        worker = create_worker(
+            frangi_segment_stack, data, fov, t, rgb=bool(layer.rgb),
+            progress=self._relay.progressed.emit, should_stop=lambda: self._stop_requested,
+            _start_thread=False,
+        )
+        worker.returned.connect(lambda result: self._on_result(layer, t, result))
+        worker.errored.connect(worker_error_handler)
+        worker.errored.connect(lambda exc: self._set_status(f"failed: {exc}"))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        n = data.shape[0] if data.ndim - (1 if layer.rgb else 0) == 3 else 1
+        self.progress_bar.setRange(0, n)
+        self.progress_bar.setValue(0)
+        self._set_status(f"running on '{layer.name}' ...")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Ask the running worker to stop before its next slice."""
+        self._stop_requested = True
+        if self._worker is not None:
+            self._worker.quit()
+            self._set_status("cancelling ...")
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(done)
+        self._set_status(message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def _on_result(self, layer: Image, threshold: float,
+                   result: tuple[np.ndarray, np.ndarray] | None) -> None:
+        if result is None:
+            self._set_status("cancelled")
+            return
+        prob, mask = result
+        common = {"scale": layer.scale[: prob.ndim], "translate": layer.translate[: prob.ndim]}
+        prob_name, mask_name = f"{layer.name} frangi prob", f"{layer.name} frangi mask"
+        labels = mask.astype(np.uint8)
+        existing = self._layer(prob_name)
+        if isinstance(existing, Image) and existing.data.shape == prob.shape:
+            existing.data = prob
+            existing.contrast_limits = (0.0, 1.0)
+        else:
+            if existing is not None:
+                self.viewer.layers.remove(existing)
+            self.viewer.add_image(prob, name=prob_name, colormap="magma",
+                                  contrast_limits=(0.0, 1.0), **common)
+        existing = self._layer(mask_name)
+        if isinstance(existing, Labels) and existing.data.shape == labels.shape:
+            existing.data = labels
+        else:
+            if existing is not None:
+                self.viewer.layers.remove(existing)
+            self.viewer.add_labels(labels, name=mask_name, opacity=0.6, **common)
+        fraction = float(mask.mean()) if mask.size else 0.0
+        message = (f"done: {int(mask.sum())} vessel pixels ({100 * fraction:.1f}% of the image) "
+                   f"at threshold {threshold:g}")
+        self._set_status(message)
+        show_info(f"Frangi baseline on '{layer.name}': {message}")

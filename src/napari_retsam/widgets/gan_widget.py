@@ -1,0 +1,449 @@
+"""Dock widget "GAN synthesis": train a fundus/vessel GAN and generate paired samples.
+
+Train tab
+    dataset type + folder + split, output folder, resolution, iterations,
+    batch size, β, scales, mode, seed, sample-grid interval, optional resume
+    file. "Train" loads the data and trains in a napari worker thread
+    (:meth:`napari_retsam.gan.train.GanTrainer.iter_train`); each iteration
+    updates the progress bar, each sample grid replaces the Image layer
+    ``"GAN training preview"``. "Cancel" asks the loop to stop at the next
+    iteration; it then writes its checkpoint (resumable with "Resume from").
+
+Generate tab
+    generator checkpoint, number of samples, seed and, for a conditional
+    generator, a Labels layer holding the vessel mask(s) (H×W or N×H×W at the
+    generator's size). "Generate" makes the Image layer ``"GAN images"``
+    (N×H×W×3) and the Labels layer ``"GAN vessel masks"`` (N×H×W); the same
+    seed gives the same samples. "Export" writes the last generated set as a
+    dataset folder (``images/``, ``masks/``, ``fov/``, ``manifest.json``).
+    "Report" compares the generator with a real dataset
+    (:mod:`napari_retsam.gan.report`) and shows the figures and figures' numbers.
+
+Bad input becomes a napari notification (never a traceback in the viewer).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Labels
+from napari.qt.threading import create_worker
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_retsam.errors import RetsamInputError
+from napari_retsam.widgets._common import notify_user_errors, show_info, worker_error_handler
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["GanWidget"]
+
+PREVIEW_LAYER = "GAN training preview"
+IMAGES_LAYER = "GAN images"
+MASKS_LAYER = "GAN vessel masks"
+NO_LAYER = "(none: paired generator)"
+DATASET_CHOICES = ("drive", "stare", "chase", "folder")
+
+
+def _path_row(line: QLineEdit, directory: bool, parent: QWidget) -> QWidget:
+    row = QWidget(parent)
+    lay = QHBoxLayout(row)
+    lay.setContentsMargins(0, 0, 0, 0)
+    button = QPushButton("…", row)
+    button.setMaximumWidth(30)
+
+    def browse() -> None:
+        if directory:
+            path = QFileDialog.getExistingDirectory(parent, "Choose a folder", line.text())
+        else:
+            path, _ = QFileDialog.getOpenFileName(parent, "Choose a checkpoint", line.text(), "Checkpoints (*.pt)")
+        if path:
+            line.setText(path)
+
+    button.clicked.connect(browse)
+    lay.addWidget(line)
+    lay.addWidget(button)
+    return row
+
+
+class GanWidget(QWidget):
+    """Train / Generate tabs for the fundus–vessel GAN (see the module docstring)."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.train_worker: Any = None
+        self.generate_worker: Any = None
+        self.report_worker: Any = None
+        self._stop_event = threading.Event()
+        self._generated: Any = None  # napari_retsam.gan.sample.GeneratedSet
+        self._generated_checkpoint: str | None = None
+        self.last_train_result: Any = None
+        self.last_report: dict[str, Any] | None = None
+
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self._build_train_tab(), "Train")
+        self.tabs.addTab(self._build_generate_tab(), "Generate")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # ------------------------------------------------------------ Train tab
+    def _build_train_tab(self) -> QWidget:
+        tab = QWidget(self)
+        form = QFormLayout(tab)
+        self.dataset_combo = QComboBox(tab)
+        self.dataset_combo.addItems(list(DATASET_CHOICES))
+        self.root_edit = QLineEdit(tab)
+        self.split_combo = QComboBox(tab)
+        self.split_combo.addItems(["train", "test", "all"])
+        self.out_edit = QLineEdit(tab)
+        self.size_combo = QComboBox(tab)
+        self.size_combo.addItems(["32", "64", "128", "256", "512"])
+        self.size_combo.setCurrentText("512")
+        self.iterations_spin = QSpinBox(tab)
+        self.iterations_spin.setRange(1, 10_000_000)
+        self.iterations_spin.setValue(14_000)
+        self.batch_spin = QSpinBox(tab)
+        self.batch_spin.setRange(1, 256)
+        self.beta_spin = QDoubleSpinBox(tab)
+        self.beta_spin.setRange(0.0, 1000.0)
+        self.beta_spin.setValue(10.0)
+        self.scales_spin = QSpinBox(tab)
+        self.scales_spin.setRange(1, 6)
+        self.scales_spin.setValue(3)
+        self.mode_combo = QComboBox(tab)
+        self.mode_combo.addItems(["paired", "conditional"])
+        self.train_seed_spin = QSpinBox(tab)
+        self.train_seed_spin.setRange(0, 2**31 - 1)
+        self.sample_every_spin = QSpinBox(tab)
+        self.sample_every_spin.setRange(0, 1_000_000)
+        self.sample_every_spin.setValue(500)
+        self.resume_edit = QLineEdit(tab)
+        self.resume_edit.setPlaceholderText("optional: last.pt of an earlier run")
+        self.train_button = QPushButton("Train", tab)
+        self.cancel_button = QPushButton("Cancel", tab)
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar(tab)
+        self.train_status = QLabel("", tab)
+        self.train_status.setWordWrap(True)
+
+        form.addRow("Dataset", self.dataset_combo)
+        form.addRow("Folder", _path_row(self.root_edit, True, tab))
+        form.addRow("Split", self.split_combo)
+        form.addRow("Output folder", _path_row(self.out_edit, True, tab))
+        form.addRow("Size (px)", self.size_combo)
+        form.addRow("Iterations", self.iterations_spin)
+        form.addRow("Batch size", self.batch_spin)
+        form.addRow("β (feature matching)", self.beta_spin)
+        form.addRow("Discriminator scales", self.scales_spin)
+        form.addRow("Mode", self.mode_combo)
+        form.addRow("Seed", self.train_seed_spin)
+        form.addRow("Sample grid every", self.sample_every_spin)
+        form.addRow("Resume from", _path_row(self.resume_edit, False, tab))
+        buttons = QWidget(tab)
+        row = QHBoxLayout(buttons)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.train_button)
+        row.addWidget(self.cancel_button)
+        form.addRow(buttons)
+        form.addRow(self.progress)
+        form.addRow(self.train_status)
+        self.train_button.clicked.connect(self.start_training)
+        self.cancel_button.clicked.connect(self.cancel_training)
+        return tab
+
+    def training_config(self) -> Any:
+        """The :class:`GanConfig` the Train tab describes."""
+        from napari_retsam.gan.config import GanConfig
+
+        every = self.sample_every_spin.value()
+        iterations = self.iterations_spin.value()
+        return GanConfig(size=int(self.size_combo.currentText()), mode=self.mode_combo.currentText(),
+                         iterations=iterations, batch_size=self.batch_spin.value(),
+                         beta=float(self.beta_spin.value()), scales=self.scales_spin.value(),
+                         seed=self.train_seed_spin.value(), sample_every=every,
+                         checkpoint_every=min(500, iterations))
+
+    @notify_user_errors
+    def start_training(self, config: Any = None) -> Any:
+        """Start the training worker; returns it (or None on bad input).
+
+        ``config`` overrides the tab's settings (a :class:`GanConfig`, used by tests
+        to train tiny networks)."""
+        if self.train_worker is not None:
+            raise RetsamInputError("training is already running; cancel it first")
+        config = config if config is not None and not isinstance(config, bool) else self.training_config()
+        root = self.root_edit.text().strip()
+        out = self.out_edit.text().strip()
+        if not root:
+            raise RetsamInputError("choose the dataset folder to train on")
+        if not out:
+            raise RetsamInputError("choose an output folder for the checkpoints")
+        resume = self.resume_edit.text().strip() or None
+        dataset, split = self.dataset_combo.currentText(), self.split_combo.currentText()
+        self._stop_event = threading.Event()
+        stop = self._stop_event
+
+        def job():  # runs in the worker thread: no layer access here
+            from napari_retsam.data import open_dataset
+            from napari_retsam.gan.data import prepare_pairs
+            from napari_retsam.gan.train import GanTrainer
+
+            ds = open_dataset(dataset, root, split=split)
+            pairs = prepare_pairs(ds, config.size, require_masks=config.mode == "conditional")
+            info = {"name": ds.name, "split": ds.split, "annotator": 1, "n_images": len(pairs)}
+            trainer = GanTrainer(config, pairs, out, resume=resume, dataset_info=info)
+            for event in trainer.iter_train(should_stop=stop.is_set):
+                yield event
+            return {"iteration": trainer.iteration, "total": config.iterations,
+                    "generator": str(trainer.generator_path), "state": str(trainer.state_path),
+                    "has_masks": trainer.has_masks}
+
+        worker = create_worker(job, _start_thread=False)
+        worker.yielded.connect(self._on_train_event)
+        worker.returned.connect(self._on_train_done)
+        worker.errored.connect(worker_error_handler)
+        worker.finished.connect(self._on_train_finished)
+        self.train_worker = worker
+        self.progress.setRange(0, config.iterations)
+        self.progress.setValue(0)
+        self.train_status.setText("loading the dataset…")
+        self.train_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        worker.start()
+        return worker
+
+    def cancel_training(self) -> None:
+        """Ask the training loop to stop after the current iteration (it saves its checkpoint)."""
+        if self.train_worker is not None:
+            self._stop_event.set()
+            self.train_status.setText("cancelling: writing the checkpoint…")
+
+    def _on_train_event(self, event: Any) -> None:
+        self.progress.setValue(event.iteration)
+        losses = event.losses
+        self.train_status.setText(f"iteration {event.iteration}/{event.total}: D {losses['d_loss']:.3f}, "
+                                  f"G {losses['g_gan']:.3f}, FM {losses['g_fm']:.3f}")
+        if event.grid is not None:
+            if PREVIEW_LAYER in self.viewer.layers:
+                self.viewer.layers[PREVIEW_LAYER].data = event.grid
+            else:
+                self.viewer.add_image(event.grid, name=PREVIEW_LAYER, rgb=True)
+
+    def _on_train_done(self, result: dict[str, Any]) -> None:
+        self.last_train_result = result
+        state = "stopped" if result["iteration"] < result["total"] else "finished"
+        self.train_status.setText(f"{state} at iteration {result['iteration']}; generator: {result['generator']}")
+        self.checkpoint_edit.setText(result["generator"])
+        self.resume_edit.setText(result["state"])
+        show_info(f"GAN training {state} at iteration {result['iteration']}")
+
+    def _on_train_finished(self) -> None:
+        self.train_worker = None
+        self.train_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    # --------------------------------------------------------- Generate tab
+    def _build_generate_tab(self) -> QWidget:
+        tab = QWidget(self)
+        form = QFormLayout(tab)
+        self.checkpoint_edit = QLineEdit(tab)
+        self.n_spin = QSpinBox(tab)
+        self.n_spin.setRange(1, 100_000)
+        self.n_spin.setValue(8)
+        self.seed_spin = QSpinBox(tab)
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.mask_layer_combo = QComboBox(tab)
+        self.generate_button = QPushButton("Generate", tab)
+        self.export_edit = QLineEdit(tab)
+        self.overwrite_check = QCheckBox("overwrite an earlier export", tab)
+        self.export_button = QPushButton("Export", tab)
+        self.report_dataset_combo = QComboBox(tab)
+        self.report_dataset_combo.addItems(list(DATASET_CHOICES))
+        self.report_root_edit = QLineEdit(tab)
+        self.report_split_combo = QComboBox(tab)
+        self.report_split_combo.addItems(["train", "test", "all"])
+        self.report_button = QPushButton("Report", tab)
+        self.generate_status = QLabel("", tab)
+        self.generate_status.setWordWrap(True)
+        self.report_text = QLabel("", tab)
+        self.report_text.setWordWrap(True)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.report_figure = Figure(figsize=(6, 2.4), dpi=72)
+        self.report_canvas = FigureCanvasQTAgg(self.report_figure)
+        self.report_canvas.setMinimumHeight(180)
+
+        form.addRow("Generator checkpoint", _path_row(self.checkpoint_edit, False, tab))
+        form.addRow("Number of samples", self.n_spin)
+        form.addRow("Seed", self.seed_spin)
+        form.addRow("Conditional mask layer", self.mask_layer_combo)
+        form.addRow(self.generate_button)
+        form.addRow("Export folder", _path_row(self.export_edit, True, tab))
+        form.addRow(self.overwrite_check)
+        form.addRow(self.export_button)
+        form.addRow("Report: real dataset", self.report_dataset_combo)
+        form.addRow("Folder", _path_row(self.report_root_edit, True, tab))
+        form.addRow("Split", self.report_split_combo)
+        form.addRow(self.report_button)
+        form.addRow(self.generate_status)
+        form.addRow(self.report_text)
+        form.addRow(self.report_canvas)
+        self.generate_button.clicked.connect(self.generate)
+        self.export_button.clicked.connect(self.export)
+        self.report_button.clicked.connect(self.report)
+        return tab
+
+    def _refresh_layers(self, event: Any = None) -> None:
+        current = self.mask_layer_combo.currentText()
+        self.mask_layer_combo.blockSignals(True)
+        self.mask_layer_combo.clear()
+        names = [NO_LAYER] + [layer.name for layer in self.viewer.layers
+                              if isinstance(layer, Labels) and layer.name != MASKS_LAYER]
+        self.mask_layer_combo.addItems(names)
+        if current in names:
+            self.mask_layer_combo.setCurrentText(current)
+        self.mask_layer_combo.blockSignals(False)
+
+    def _conditional_masks(self) -> np.ndarray | None:
+        name = self.mask_layer_combo.currentText()
+        if not name or name == NO_LAYER:
+            return None
+        if name not in self.viewer.layers:
+            raise RetsamInputError(f"layer {name!r} no longer exists")
+        data = np.asarray(self.viewer.layers[name].data)
+        if data.ndim not in (2, 3):
+            raise RetsamInputError(f"the mask layer must be H×W or N×H×W, got shape {data.shape}")
+        return data > 0
+
+    def _checkpoint_path(self) -> str:
+        path = self.checkpoint_edit.text().strip()
+        if not path:
+            raise RetsamInputError("choose a generator checkpoint (generator_last.pt)")
+        return path
+
+    @notify_user_errors
+    def generate(self, *_: Any) -> Any:
+        """Generate in a worker thread; the layers are written when it returns. Returns the worker."""
+        from napari_retsam.gan.sample import check_count, check_seed
+
+        path = self._checkpoint_path()
+        n = check_count(self.n_spin.value())
+        seed = check_seed(self.seed_spin.value())
+        masks = self._conditional_masks()
+
+        def job():
+            from napari_retsam.gan.sample import generate
+
+            return generate(path, n, seed, masks=masks)
+
+        worker = create_worker(job, _start_thread=False)
+        worker.returned.connect(lambda result: self._on_generated(result, path))
+        worker.errored.connect(worker_error_handler)
+        self.generate_worker = worker
+        self.generate_status.setText(f"generating {n} samples…")
+        worker.start()
+        return worker
+
+    def _on_generated(self, generated: Any, path: str) -> None:
+        self._generated = generated
+        self._generated_checkpoint = path
+        meta = {"gan_checkpoint": path, "gan_seed": generated.seed}
+        if IMAGES_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[IMAGES_LAYER]
+            layer.data = generated.images
+            layer.metadata.update(meta)
+        else:
+            self.viewer.add_image(generated.images, name=IMAGES_LAYER, rgb=True, metadata=meta)
+        labels = generated.masks.astype(np.uint8)
+        if generated.masks_trained:
+            if MASKS_LAYER in self.viewer.layers:
+                self.viewer.layers[MASKS_LAYER].data = labels
+            else:
+                self.viewer.add_labels(labels, name=MASKS_LAYER, metadata=meta)
+            self.generate_status.setText(f"{len(generated)} pairs generated with seed {generated.seed}")
+        else:
+            self.generate_status.setText("images generated; this generator was trained without vessel masks, "
+                                         "so no mask layer was made and export is refused")
+            from napari_retsam.widgets._common import show_warning
+
+            show_warning("this generator was trained without vessel masks: its masks are untrained")
+
+    @notify_user_errors
+    def export(self, *_: Any) -> Path | None:
+        """Export the last generated set; returns the manifest path."""
+        from napari_retsam.gan.checkpoint import load_generator
+        from napari_retsam.gan.sample import export_samples
+
+        if self._generated is None or self._generated_checkpoint is None:
+            raise RetsamInputError("generate samples first, then export them")
+        out = self.export_edit.text().strip()
+        if not out:
+            raise RetsamInputError("choose an export folder")
+        ckpt = load_generator(self._generated_checkpoint)
+        settings = {"mode": ckpt.mode, "iteration": ckpt.iteration, "dataset": ckpt.dataset,
+                    "config": ckpt.config.to_dict()}
+        manifest = export_samples(self._generated, out, overwrite=self.overwrite_check.isChecked(),
+                                  checkpoint_path=self._generated_checkpoint, settings=settings)
+        self.generate_status.setText(f"exported {len(self._generated)} pairs to {out}")
+        show_info(f"exported {len(self._generated)} pairs to {out}")
+        return manifest
+
+    @notify_user_errors
+    def report(self, *_: Any) -> Any:
+        """Compute the quality report in a worker thread; returns the worker."""
+        path = self._checkpoint_path()
+        root = self.report_root_edit.text().strip()
+        if not root:
+            raise RetsamInputError("choose the real dataset folder to compare with")
+        dataset, split = self.report_dataset_combo.currentText(), self.report_split_combo.currentText()
+        seed = self.seed_spin.value()
+
+        def job():
+            from napari_retsam.data import open_dataset
+            from napari_retsam.gan.checkpoint import load_generator
+            from napari_retsam.gan.data import prepare_pairs
+            from napari_retsam.gan.report import quality_report
+
+            ckpt = load_generator(path)
+            real = prepare_pairs(open_dataset(dataset, root, split=split), ckpt.size, require_masks=True)
+            return quality_report(ckpt, real, seed=seed)
+
+        worker = create_worker(job, _start_thread=False)
+        worker.returned.connect(self._on_report)
+        worker.errored.connect(worker_error_handler)
+        self.report_worker = worker
+        self.generate_status.setText("computing the quality report…")
+        worker.start()
+        return worker
+
+    def _on_report(self, report: dict[str, Any]) -> None:
+        from napari_retsam.gan.report import report_figure, report_summary_lines
+
+        self.last_report = report
+        self.report_text.setText("\n".join(report_summary_lines(report)))
+        report_figure(report, self.report_figure)
+        self.report_canvas.draw_idle()
+        self.generate_status.setText("quality report ready")
