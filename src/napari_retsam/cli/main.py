@@ -25,8 +25,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "napari_retsam.cli.data_cmd",
     "napari_retsam.cli.evaluate_cmd",
     "napari_retsam.cli.baseline_cmd",
+    "napari_retsam.cli.segment_cmd",
     "napari_retsam.cli.gan_cmd",
     "napari_retsam.cli.finetune_cmd",
+    "napari_retsam.cli.demo_cmd",
 )
 
 

@@ -1,9 +1,10 @@
 """Deterministic sampling from a trained generator and export as a dataset folder (torch).
 
-Sample i of a run with seed s uses the i-th row of
-``torch.randn(n, z_dim, generator=torch.Generator().manual_seed(s))``, computed
-on the CPU, and the generator runs in fixed chunks of :data:`CHUNK` samples, so
-the same checkpoint, seed and n give the same arrays and the same files.
+Sample i of a run with seed s uses the noise vector
+``torch.randn(z_dim, generator=G_i)`` with G_i seeded from
+``SeedSequence([s, i])`` (:func:`sample_noise`, computed on the CPU), and the generator always runs on batches of exactly :data:`CHUNK`
+rows (the last one zero-padded), so the same checkpoint and seed give the same
+arrays and files, and sample i does not depend on n.
 
 Export layout (the generic folder that ``--dataset folder`` reads)::
 
@@ -29,7 +30,7 @@ from napari_retsam.gan.checkpoint import GeneratorCheckpoint, load_generator
 from napari_retsam.gan.imaging import png_bytes, to_uint8_image
 from napari_retsam.io_utils import atomic_write_bytes, ensure_writable_dir, sha256_file
 
-__all__ = ["CHUNK", "GeneratedSet", "check_count", "check_seed", "generate", "export_samples", "sample_and_export"]
+__all__ = ["CHUNK", "GeneratedSet", "sample_noise", "check_count", "check_seed", "generate", "export_samples", "sample_and_export"]
 
 #: Samples per generator forward pass (fixed so that results do not depend on n).
 CHUNK = 8
@@ -73,6 +74,19 @@ def check_seed(seed: Any) -> int:
     return seed
 
 
+def sample_noise(n: int, z_dim: int, seed: int) -> Any:
+    """n×z_dim noise; row i ~ N(0, I) from its own generator seeded with
+    SeedSequence([seed, i]), so row i depends on (seed, i) only, never on n."""
+    import torch
+
+    rows = []
+    for i in range(n):
+        state = np.random.SeedSequence([seed, i]).generate_state(2, dtype=np.uint32)
+        g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        rows.append(torch.randn(z_dim, generator=g))
+    return torch.stack(rows)
+
+
 def _as_checkpoint(checkpoint: GeneratorCheckpoint | str | os.PathLike[str]) -> GeneratorCheckpoint:
     return checkpoint if isinstance(checkpoint, GeneratorCheckpoint) else load_generator(checkpoint)
 
@@ -109,19 +123,25 @@ def generate(checkpoint: GeneratorCheckpoint | str | os.PathLike[str], n: int, s
             raise RetsamInputError(f"give one mask or {n} masks, got {m.shape[0]}")
         cond_masks = np.broadcast_to(m > 0, (n, size, size)) & ckpt.fov_template
     g = ckpt.generator.to(device).eval()
-    z_all = torch.randn(n, ckpt.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    z_all = sample_noise(n, ckpt.config.z_dim, seed)
     fov = torch.from_numpy(ckpt.fov_template.astype(np.float32))[None, None].to(device)
     images, out_masks = [], []
     with torch.no_grad():
         for start in range(0, n, CHUNK):
-            z = z_all[start:start + CHUNK].to(device)
+            # Every forward pass has exactly CHUNK rows (the last one padded with zeros):
+            # batch shape changes can change floating-point results in the last bit.
+            k = min(CHUNK, n - start)
+            z = torch.zeros(CHUNK, ckpt.config.z_dim)
+            z[:k] = z_all[start:start + k]
             cm = None
             if cond_masks is not None:
-                cm = torch.from_numpy(cond_masks[start:start + CHUNK].astype(np.float32))[:, None].to(device)
-            img, logits = g(z, cm)
-            img = img * fov - (1.0 - fov)
+                cm = torch.zeros(CHUNK, 1, size, size)
+                cm[:k, 0] = torch.from_numpy(cond_masks[start:start + k].astype(np.float32))
+                cm = cm.to(device)
+            img, logits = g(z.to(device), cm)
+            img = (img * fov - (1.0 - fov))[:k]
             images.append(to_uint8_image(img.cpu().numpy()))
-            out_masks.append(((logits > 0).float() * fov)[:, 0].cpu().numpy() > 0.5)
+            out_masks.append(((logits[:k] > 0).float() * fov)[:, 0].cpu().numpy() > 0.5)
     return GeneratedSet(np.concatenate(images), np.concatenate(out_masks), ckpt.fov_template.copy(), seed,
                         ckpt.has_masks or cond, cond)
 

@@ -23,7 +23,8 @@ Algorithm
 No ``argsort`` of the whole image: the positive and the negative scores are
 sorted separately with ``np.sort`` (SIMD sort in numpy >= 2), and for every
 distinct positive score the number of negatives below and equal to it is found
-with ``np.searchsorted``. Boolean and small-range integer scores (e.g. uint8
+with ``np.searchsorted``. The curve merges the two sorted runs with one stable
+(adaptive) argsort and reads the counts per distinct value off cumulative sums. Boolean and small-range integer scores (e.g. uint8
 maps) skip sorting altogether and use two histograms (``np.bincount``). The
 pair count ``2 U`` is accumulated exactly in int64 (exact while ``P N < 4.6e18``,
 i.e. well beyond billions of pixels) and divided once in float64, so the only
@@ -146,13 +147,17 @@ def curve_from_flat(
         tps = np.cumsum(pos[present], dtype=np.int64)
         fps = np.cumsum(neg[present], dtype=np.int64)
     else:
-        pos_sorted = np.sort(s[g])
-        neg_sorted = np.sort(s[~g])
-        merged = np.concatenate((pos_sorted, neg_sorted))
-        distinct = np.unique(merged)[::-1]
-        tps = n_pos - np.searchsorted(pos_sorted, distinct, side="left").astype(np.int64)
-        fps = n_neg - np.searchsorted(neg_sorted, distinct, side="left").astype(np.int64)
-        thresholds = distinct.astype(np.float64)
+        # two sorted runs -> one stable (adaptive, linear-time merge) argsort
+        merged = np.concatenate((np.sort(s[g]), np.sort(s[~g])))
+        order = np.argsort(merged, kind="stable")
+        ordered = merged[order]
+        last = np.flatnonzero(np.concatenate((ordered[1:] != ordered[:-1], [True])))
+        pos_at_or_below = np.cumsum(order < n_pos, dtype=np.int64)[last]
+        neg_at_or_below = last + 1 - pos_at_or_below
+        # descending thresholds t: #(score >= t) = total - #(score < t)
+        tps = (n_pos - np.concatenate(([0], pos_at_or_below[:-1])))[::-1]
+        fps = (n_neg - np.concatenate(([0], neg_at_or_below[:-1])))[::-1]
+        thresholds = ordered[last][::-1].astype(np.float64)
     if drop_intermediate and tps.size > 2:
         keep = np.concatenate(
             ([True], (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), [True])

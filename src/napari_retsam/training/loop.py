@@ -134,6 +134,23 @@ def _set_trainable(model: torch.nn.Module, full: bool) -> list[torch.nn.Paramete
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def _seed_identity_fusion(model: torch.nn.Module, seed: int) -> None:
+    """Re-draw the first convolution of a still-identity fusion block from ``seed``.
+
+    An untrained Feature Fusion Block has ``conv2 == 0``, so its ``conv1`` weights do
+    not affect the model's output yet, but they decide the first updates. The
+    loader draws them from torch's global RNG; re-drawing them from the run's seed
+    makes two runs of the same config (or the ranks of a distributed run and a
+    single-process run) start from identical weights.
+    """
+    fusion = model.fusion
+    if torch.count_nonzero(fusion.conv2.weight) or torch.count_nonzero(fusion.conv2.bias):
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fusion.conv1.reset_parameters()
+
+
 class _DecodeHead(torch.nn.Module):
     """``forward(embeddings, boxes) = model.decode(embeddings, boxes)``: the module DDP wraps."""
 
@@ -326,6 +343,7 @@ def train(
     device = torch.device(config.device)
     use_amp = bool(config.amp and device.type == "cuda")
     torch.manual_seed(config.seed)
+    _seed_identity_fusion(model, config.seed)
     model.to(device)
     params = _set_trainable(model, config.full_finetune)
     if not params:

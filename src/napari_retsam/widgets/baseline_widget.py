@@ -155,6 +155,11 @@ class BaselineWidget(QWidget):
             if not isinstance(fov_layer, Labels):
                 raise RetsamInputError(f"FOV layer '{fov_layer.name}' must be a Labels layer")
             fov = np.asarray(fov_layer.data) > 0
+            spatial_shape = data.shape[: spatial]
+            if fov.shape not in (spatial_shape[-2:], spatial_shape):
+                raise RetsamInputError(
+                    f"FOV layer '{fov_layer.name}' has shape {fov.shape}; the image is {spatial_shape}"
+                )
         return image_layer, data, fov
 
     @notify_user_errors

@@ -1,0 +1,223 @@
+"""``retsam segment``: box-prompted SAM vessel segmentation of one image.
+
+::
+
+    retsam segment --image IMG --out MASK.png [--box x0,y0,x1,y1 ...]
+                   [--checkpoint FILE] [--finetuned FILE] [--model-type vit_b|vit_l|vit_h|tiny]
+                   [--tile N|0] [--overlap N] [--device auto|cpu|cuda|mps]
+                   [--prob-out PROB.npy|PROB.png] [--auto] [--json]
+
+Boxes are pixel coordinates of the image (x = column, y = row); corners in any
+order; boxes partly outside are clipped, boxes wholly outside or of zero area are
+refused. Without ``--box`` the bounding box of the field of view computed from
+the image (:func:`napari_retsam.data.compute_fov`) is used. ``--tile 0`` is
+whole-image mode (one encoder pass). Without ``--checkpoint`` the official file
+of ``--model-type`` is taken from the cache (downloaded on first use).
+``--finetuned`` applies a napari-retsam fine-tuned checkpoint on top of the base.
+``--auto`` runs SAM's automatic mask generator instead of box prompts. The mask
+is written as 8-bit PNG/TIFF (0/255; for a multi-class model the class labels
+1..L), ``--prob-out`` as ``.npy`` float32 or 8-bit ``round(255·p)``.
+
+Only the standard library is imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["parse_box", "register", "run"]
+
+_MASK_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
+_PROB_FORMATS = {".npy": "NPY", **_MASK_FORMATS}
+_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"x0,y0,x1,y1"`` -> four floats (argparse type; bad text -> usage error)."""
+    parts = [p for p in text.replace(" ", "").split(",") if p != ""]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"a box is x0,y0,x1,y1 (four numbers), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "segment",
+        help="SAM vessel segmentation of one image from box prompts",
+        description=(
+            "Segment retinal vessels in one image with the Segment Anything Model prompted by boxes "
+            "(default: the bounding box of the computed field of view), optionally tiled for thin "
+            "vessels. Writes a 0/255 mask and optionally the probability map."
+        ),
+        epilog=(
+            "examples:\n"
+            "  retsam segment --image 01_test.tif --out mask.png\n"
+            "  retsam segment --image 01_test.tif --box 40,30,520,560 --tile 512 --overlap 64 "
+            "--out mask.png --prob-out prob.npy --json\n"
+            "  retsam segment --image im0001.ppm --checkpoint sam_vit_b_01ec64.pth "
+            "--finetuned drive_ft.pt --out mask.png\n"
+            "  retsam segment --image 01_test.tif --tile 0 --device cuda --out mask.png"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--image", required=True, help="input image (png, tif, jpg, gif, ppm, npy, ...)")
+    parser.add_argument("--out", required=True, help="output mask, .png or .tif (0/255, or labels 1..L)")
+    parser.add_argument("--box", action="append", type=parse_box, default=None, metavar="x0,y0,x1,y1",
+                        help="a box prompt in image pixels; repeat for several (default: FOV bounding box)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="SAM checkpoint file (official .pth or napari-retsam checkpoint); "
+                        "default: the cached official file, downloaded on first use")
+    parser.add_argument("--finetuned", default=None, help="napari-retsam fine-tuned checkpoint on top of the base")
+    parser.add_argument("--model-type", default=None, choices=_MODEL_TYPES,
+                        help="architecture (default: read from the checkpoint; vit_b without one)")
+    parser.add_argument("--tile", type=int, default=512,
+                        help="tile size in pixels for tiled prompting, 0 = whole image (default 512)")
+    parser.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--prob-out", default=None,
+                        help="also write the probability map: .npy (float32) or .png/.tif (8-bit, p x 255)")
+    parser.add_argument("--auto", action="store_true",
+                        help="SAM (auto): automatic mask generator, no prompts (boxes are ignored)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _check_output(path_text: str, formats: dict[str, str], what: str) -> Path:
+    import os
+
+    from napari_retsam.errors import RetsamInputError
+
+    path = Path(path_text)
+    if path.suffix.lower() not in formats:
+        raise RetsamInputError(f"{what} {path} must end in one of {', '.join(sorted(formats))}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise RetsamInputError(f"cannot write {what} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise RetsamInputError(f"cannot write {what} {path}: folder {folder} is not writable")
+    if path.is_dir():
+        raise RetsamInputError(f"cannot write {what} {path}: it is a folder")
+    return path
+
+
+def _encode(array: Any, fmt: str) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    if fmt == "NPY":
+        np.save(buffer, array, allow_pickle=False)
+    else:
+        from PIL import Image
+
+        Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def fov_box(image: Any) -> list[float]:
+    """Bounding box ``[x0, y0, x1, y1]`` of the FOV computed from ``image``."""
+    import numpy as np
+
+    from napari_retsam.data import compute_fov
+    from napari_retsam.errors import RetsamInputError
+
+    fov = np.asarray(compute_fov(image), dtype=bool)
+    rows, cols = np.nonzero(fov.any(axis=1))[0], np.nonzero(fov.any(axis=0))[0]
+    if rows.size == 0 or rows[-1] == rows[0] or cols[-1] == cols[0]:
+        raise RetsamInputError("no field of view found in the image; pass --box x0,y0,x1,y1")
+    return [float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])]
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from napari_retsam.data import read_image
+    from napari_retsam.errors import RetsamInputError
+    from napari_retsam.io_utils import atomic_write_bytes
+
+    out = _check_output(args.out, _MASK_FORMATS, "mask output")
+    prob_out = _check_output(args.prob_out, _PROB_FORMATS, "probability output") if args.prob_out else None
+    if prob_out is not None and prob_out.resolve() == out.resolve():
+        raise RetsamInputError("--out and --prob-out must be different files")
+    if args.tile < 0 or (0 < args.tile < 16):
+        raise RetsamInputError(f"--tile must be 0 (whole image) or at least 16, got {args.tile}")
+    if args.tile and not 0 <= args.overlap < args.tile:
+        raise RetsamInputError(f"--overlap must be between 0 and --tile − 1, got {args.overlap}")
+    for flag in ("checkpoint", "finetuned"):
+        value = getattr(args, flag)
+        if value and not Path(value).is_file():
+            raise RetsamInputError(f"--{flag} file {value} does not exist")
+
+    image = read_image(args.image)
+    boxes = [list(b) for b in args.box] if args.box else None
+
+    from napari_retsam.sam.checkpoints import load_sam
+    from napari_retsam.sam.device import select_device
+
+    device = select_device(args.device)
+    model = load_sam(args.checkpoint, model_type=args.model_type, device=device, finetuned=args.finetuned)
+    if args.auto:
+        from napari_retsam.sam.auto import auto_segment
+
+        result = auto_segment(model, image)
+        box_source = "none (automatic)"
+    else:
+        from napari_retsam.sam.segmenter import Segmenter
+
+        if boxes is None:
+            boxes = [fov_box(image)]
+            box_source = "fov"
+        else:
+            box_source = "argument"
+        result = Segmenter(model).segment(image, boxes, tile=args.tile or None, overlap=args.overlap)
+
+    if result.probs.shape[0] == 1:
+        mask_image = result.mask.astype(np.uint8) * 255
+    else:
+        mask_image = result.labels
+    atomic_write_bytes(out, _encode(mask_image, _MASK_FORMATS[out.suffix.lower()]))
+    if prob_out is not None:
+        fmt = _PROB_FORMATS[prob_out.suffix.lower()]
+        data = result.prob.astype(np.float32) if fmt == "NPY" else np.rint(result.prob * 255.0).astype(np.uint8)
+        atomic_write_bytes(prob_out, _encode(data, fmt))
+
+    vessel = int(result.mask.sum())
+    summary = {
+        "image": str(args.image),
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "model_type": model.model_type,
+        "checkpoint": model.source.get("checkpoint"),
+        "finetuned": model.source.get("finetuned"),
+        "num_classes": int(model.num_classes),
+        "device": str(device),
+        "mode": "auto" if args.auto else ("tiled" if args.tile else "whole-image"),
+        "tile": int(args.tile),
+        "overlap": int(args.overlap),
+        "boxes": [[float(v) for v in b] for b in result.boxes],
+        "box_source": box_source,
+        "tiles": len(result.tiles),
+        "vessel_pixels": vessel,
+        "vessel_fraction": vessel / float(image.shape[0] * image.shape[1]),
+        "seconds": round(float(result.timings.get("total_s", 0.0)), 3),
+        "out": str(out),
+        "prob_out": str(prob_out) if prob_out else None,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{out}: {vessel} vessel pixels ({100 * summary['vessel_fraction']:.2f}% of the image), "
+            f"{model.model_type}, {summary['mode']}, {len(result.boxes)} box(es), {summary['seconds']} s"
+            + (f"; probability map in {prob_out}" if prob_out else "")
+        )
+    return 0
