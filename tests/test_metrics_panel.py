@@ -100,7 +100,8 @@ def test_csv_export_and_clipboard(setup, qtbot, tmp_path, errors):
     written = panel.export_csv(tmp_path / "table.csv")
     with open(written, newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["Prediction", "Image", "PA", "Se", "Sp", "AUC", "F1", "IoU", "MCC"]
+    assert rows[0] == ["Prediction", "Image", "PA", "Se", "Sp", "AUC", "F1", "IoU", "MCC",
+                       "TP", "FP", "TN", "FN"]
     assert rows[1][0] == "prob" and float(rows[1][3]) == evaluate(prob, gold, fov).se
     assert rows[2][5] == "n/a"
     panel.copy_to_clipboard()
@@ -189,7 +190,8 @@ def test_worker_thread_and_newer_request_supersedes(setup, qtbot, errors):
     qtbot.wait(50)
     assert len(received) == 1  # the first (superseded) result was dropped
     assert panel.table.rows[0].values["se"] == evaluate(prob, gold, fov, 0.7).se
-    assert int((np.asarray(viewer.layers["prob errors"].data) == 1).sum()) == evaluate(prob, gold, fov, 0.7).tp
+    overlay = np.asarray(viewer.layers["prob errors"].data)
+    assert int((overlay == 1).sum()) == evaluate(prob, gold, fov, 0.7).tp
 
 
 @pytest.mark.parametrize(
@@ -278,3 +280,18 @@ def test_repeated_automatic_error_notifies_once_then_recovers(setup, qtbot, erro
         viewer.layers["prob"].data = prob
     assert panel.status_label.text().startswith("1 prediction")
     assert panel.table.rows[0].values["auc"] == evaluate(prob, gold, fov).auc
+
+
+def test_bad_input_in_worker_thread_notifies_without_exception(setup, qtbot, errors):
+    viewer, panel, gold, prob, fov = setup
+    panel.worker_min_pixels = 0
+    panel.auto_check.setChecked(False)
+    bad = prob.copy()
+    bad[7, 7] = np.inf
+    viewer.layers["prob"].data = bad
+    panel.set_selection(predictions=["prob"], gold="gold", fov="fov")
+    with qtbot.waitSignal(panel.failed, timeout=10000):
+        panel.compute()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=10000)
+    assert len(errors) == 1 and "infinite" in errors[0]
+    assert "infinite" in panel.status_label.text()

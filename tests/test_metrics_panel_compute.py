@@ -11,6 +11,7 @@ import pytest
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.metrics import evaluate, evaluate_set
 from napari_retsam.widgets._metrics_compute import (
+    EXPORT_HEADER,
     TABLE_HEADER,
     PanelRequest,
     PredictionInput,
@@ -123,18 +124,22 @@ def test_nan_probabilities_refused_naming_the_layer():
 def test_rows_to_text_and_csv_round_trip(tmp_path):
     gold, prob = _arrays()
     result = compute_panel(
-        PanelRequest(predictions=(PredictionInput("p,1", prob), PredictionInput("m", prob > 0.5, True)), gold=gold)
+        PanelRequest(
+            predictions=(PredictionInput("p,1", prob), PredictionInput("m", prob > 0.5, True)), gold=gold
+        )
     )
     path = write_rows_csv(result.rows, tmp_path / "metrics")
     assert path.name == "metrics.csv"
     with path.open(newline="") as fh:
         table = list(csv.reader(fh))
-    assert tuple(table[0]) == TABLE_HEADER
+    assert tuple(table[0]) == EXPORT_HEADER == TABLE_HEADER + ("TP", "FP", "TN", "FN")
     assert table[1][0] == "p,1"  # quoted, not split
     assert float(table[1][TABLE_HEADER.index("MCC")]) == result.rows[0].values["mcc"]  # repr: exact
     assert table[2][TABLE_HEADER.index("AUC")] == "n/a"
+    ref = evaluate(prob, gold)
+    assert [int(x) for x in table[1][-4:]] == [ref.tp, ref.fp, ref.tn, ref.fn]
     tsv = rows_to_text(result.rows, "\t").splitlines()
-    assert tsv[0].split("\t") == list(TABLE_HEADER)
+    assert tsv[0].split("\t") == list(EXPORT_HEADER)
     assert len(tsv) == 3
     with pytest.raises(RetsamInputError, match="does not exist"):
         write_rows_csv(result.rows, tmp_path / "missing" / "x.csv")

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "napari_retsam.cli.gan_cmd",
     "napari_retsam.cli.finetune_cmd",
     "napari_retsam.cli.demo_cmd",
+    "napari_retsam.cli.benchmark_cmd",
 )
 
 

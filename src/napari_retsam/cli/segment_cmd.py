@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--image", required=True, help="input image (png, tif, jpg, gif, ppm, npy, ...)")
     parser.add_argument("--out", required=True, help="output mask, .png or .tif (0/255, or labels 1..L)")
     parser.add_argument("--box", action="append", type=parse_box, default=None, metavar="x0,y0,x1,y1",
-                        help="a box prompt in image pixels; repeat for several (default: FOV bounding box)")
+                        help="a box prompt in image pixels; repeat for several; write --box=-5,0,90,80 when x0 is negative "
+                        "(default: FOV bounding box)")
     parser.add_argument("--checkpoint", default=None,
                         help="SAM checkpoint file (official .pth or napari-retsam checkpoint); "
                         "default: the cached official file, downloaded on first use")

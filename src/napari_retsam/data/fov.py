@@ -16,15 +16,16 @@ Algorithm of :func:`compute_fov` (``s = min(H, W)``):
    whole image is returned.
 3. Foreground ``v > t`` with the low threshold ``t = b + 0.15 (f - b)``: well
    below Otsu's, so the darker rim of the retina (vignetting) stays inside.
-4. Morphology: opening with a disc of radius ``max(1, round(s / 150))`` (drops
-   noise specks and thin bridges to frame artefacts), keep the largest
-   connected component, fill holes (dark macula, lesions, dark vessels), closing
-   with a disc of radius ``max(1, round(s / 100))`` (smooths the rim), fill holes
-   again.
-5. Convex hull: a camera's field of view is a disc, possibly clipped by the
-   frame, hence convex; the hull restores parts of the rim that are darker than
-   ``t`` (e.g. beside a dark optic-disc margin on STARE's ``im0240``) without
-   reaching into the border, which lies outside every chord of the disc.
+4. Morphology: opening with a Euclidean disc of radius ``max(1, round(s / 150))``
+   (drops noise specks and thin bridges to frame artefacts such as burnt-in
+   labels), then keep the largest connected component.
+5. Convex hull (pixel centres inside the hull of the component's pixel
+   squares): a camera's field of view is a disc, possibly clipped by the frame,
+   hence convex. The hull fills holes (dark macula, lesions, dark vessels that
+   reach the rim) and restores parts of the rim darker than ``t`` (e.g. beside
+   the dark optic-disc margin of STARE's ``im0240``) without reaching into the
+   border, which lies outside every chord of the disc. It also contains the
+   component's closing, so no separate closing/hole filling is needed.
 
 Dataset readers additionally take the union with the gold standard (and fill
 holes once more) so that every annotated vessel pixel lies inside the FOV; see
@@ -66,10 +67,67 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[k + 1])
 
 
-def _disk(radius: int) -> np.ndarray:
-    r = int(radius)
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (xx * xx + yy * yy) <= r * r
+def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Dilation by a Euclidean disc of ``radius`` px: pixels within ``radius`` of the mask."""
+    from scipy import ndimage as ndi
+
+    if mask.all():
+        return mask.copy()
+    return ndi.distance_transform_edt(~mask) <= radius
+
+
+def _erode(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Erosion by a Euclidean disc: pixels farther than ``radius`` from the background.
+
+    Pixels beyond the frame count as foreground (no erosion from the image edge), so
+    a disc clipped by the frame keeps its straight edges.
+    """
+    from scipy import ndimage as ndi
+
+    if not mask.any():
+        return mask.copy()
+    padded = np.pad(mask, 1, mode="edge")
+    return (ndi.distance_transform_edt(padded) > radius)[1:-1, 1:-1]
+
+
+def _convex_hull(mask: np.ndarray) -> np.ndarray:
+    """Filled convex hull of the True pixels (pixel squares' corners as hull points)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    from scipy import ndimage as ndi
+
+    ys, xs = np.nonzero(mask & ~ndi.binary_erosion(mask))  # boundary pixels suffice
+    if ys.size < 3:
+        return mask.copy()
+    corners = np.concatenate(
+        [np.stack([ys + dy, xs + dx], axis=1) for dy in (-0.5, 0.5) for dx in (-0.5, 0.5)]
+    ).astype(np.float64)
+    try:
+        hull = ConvexHull(corners)
+    except QhullError:  # all points on a line
+        return mask.copy()
+    return _fill_convex_polygon(corners[hull.vertices], mask.shape) | mask
+
+
+def _fill_convex_polygon(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels whose centre lies inside a convex polygon (``vertices``: K×2 (y, x) in order).
+
+    Row by row: the polygon's edges crossing the row centre ``y`` bound an interval
+    ``[x_min, x_max]`` (convexity: one interval per row), filled by broadcasting.
+    """
+    h, w = shape
+    p0 = vertices
+    p1 = np.roll(vertices, -1, axis=0)
+    ys = np.arange(h, dtype=np.float64)[:, None]  # H×1 row centres
+    y0, y1 = p0[None, :, 0], p1[None, :, 0]
+    x0, x1 = p0[None, :, 1], p1[None, :, 1]
+    crosses = (np.minimum(y0, y1) <= ys) & (ys <= np.maximum(y0, y1)) & (y0 != y1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xs = x0 + (ys - y0) * (x1 - x0) / (y1 - y0)
+    x_min = np.where(crosses, xs, np.inf).min(axis=1)
+    x_max = np.where(crosses, xs, -np.inf).max(axis=1)
+    cols = np.arange(w, dtype=np.float64)[None, :]
+    return (cols >= x_min[:, None]) & (cols <= x_max[:, None])
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -120,21 +178,11 @@ def compute_fov(image: np.ndarray) -> np.ndarray:
     t = b + 0.15 * (f - b)
     mask = v > t
 
-    mask = ndi.binary_opening(mask, structure=_disk(max(1, round(s / 150))))
-    if not mask.any():
-        mask = v > t
-    mask = _largest_component(mask)
-    mask = ndi.binary_fill_holes(mask)
-    r = max(1, round(s / 100))
-    # Pad before closing so a disc clipped by the frame is not eaten at the border.
-    padded = np.pad(mask, r + 1, mode="edge")
-    padded = ndi.binary_closing(padded, structure=_disk(r))
-    mask = padded[r + 1 : r + 1 + h, r + 1 : r + 1 + w]
-    mask = ndi.binary_fill_holes(mask)
-    if mask.sum() >= 3:
-        from skimage.morphology import convex_hull_image
-
-        mask = convex_hull_image(mask)
+    r_open = max(1, round(s / 150))
+    opened = _dilate(_erode(mask, r_open), r_open) & mask
+    mask = _largest_component(opened if opened.any() else mask)
+    # The hull contains the component's closing and its filled holes, so those steps are implied.
+    mask = _convex_hull(mask)
     return np.ascontiguousarray(mask, dtype=bool)
 
 

@@ -116,7 +116,7 @@ def prepare_image(image_uint8: np.ndarray, size: int) -> PreparedImage:
     rgb = to_uint8_rgb(image_uint8)
     height, width = rgb.shape[:2]
     new_h, new_w = resized_shape(height, width, size)
-    x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+    x = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).permute(2, 0, 1).unsqueeze(0).to(torch.float32)
     if (new_h, new_w) != (height, width):
         x = F.interpolate(x, (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
         x = x.clamp(0.0, 255.0)

@@ -30,6 +30,8 @@ class FinetuneConfig:
     epoch); ``max_steps`` (optimizer steps, 0 = unlimited) stops earlier.
     ``batch_size`` is the *global* batch (split over ranks in a distributed run);
     ``accumulate`` micro-batches are summed into one optimizer step.
+    ``cache_embeddings=False`` runs the frozen encoder at every step instead of
+    once per tile (slow; for machines short of memory and for the benchmark).
     Learning rate: linear warm-up over ``warmup_steps`` from 0 to ``lr``, then a
     cosine decay to ``lr * min_lr_ratio`` at the last step.
     """
@@ -67,6 +69,7 @@ class FinetuneConfig:
     amp: bool = True
     device: str = "cpu"
     cache_dir: str | None = None
+    cache_embeddings: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -11,7 +11,9 @@ so training, validation and later segmentation of the same image share entries.
 
 In full fine-tuning the encoder changes at every step: the store keeps the
 3×S×S encoder inputs instead and :meth:`EmbeddingStore.batch` runs the encoder
-(with gradients) on each batch.
+(with gradients) on each batch. ``cache=False`` keeps the inputs too and runs
+the frozen encoder (no gradients) at every step: the uncached baseline of the
+benchmark, and an option for machines short of memory.
 
 Distributed runs share the disk cache: :meth:`register` computes only the tiles
 this rank owns (registration index ``% world == rank``); each entry is written
@@ -38,6 +40,7 @@ class EmbeddingStore:
         model: torch.nn.Module,
         *,
         full_finetune: bool = False,
+        cache: bool = True,
         cache_dir: str | Path | None = None,
         world_size: int = 1,
         rank: int = 0,
@@ -47,6 +50,7 @@ class EmbeddingStore:
 
         self.model = model
         self.full = bool(full_finetune)
+        self.keep_inputs = self.full or not cache
         self.cache = EmbeddingCache(max_bytes=max_bytes, disk_dir=cache_dir)
         self.world_size = world_size
         self.rank = rank
@@ -72,7 +76,7 @@ class EmbeddingStore:
         self.signatures[key] = signature
         y0, x0, y1, x1 = window
         tile = np.ascontiguousarray(image_rgb[y0:y1, x0:x1])
-        if self.full:
+        if self.keep_inputs:
             self.tensors[key] = self.model.preprocess(tile).detach().cpu()
             return key
         cached = self.cache.get(signature)
@@ -86,7 +90,7 @@ class EmbeddingStore:
 
     def fill_from_disk(self) -> None:
         """After a barrier: read the embeddings the other ranks computed (distributed runs)."""
-        if self.full:
+        if self.keep_inputs:
             return
         for key, signature in self.signatures.items():
             if key not in self.tensors:
@@ -96,9 +100,17 @@ class EmbeddingStore:
                 self.tensors[key] = embedding
 
     def batch(self, keys: list[str], device: torch.device) -> torch.Tensor:
-        """B×C×h×w embeddings for ``keys`` on ``device`` (full fine-tuning: the encoder runs, with grad)."""
+        """B×C×h×w embeddings for ``keys`` on ``device``.
+
+        Cached mode: the stored embeddings. Full fine-tuning: the encoder runs on
+        the stored inputs with gradients. ``cache=False``: the frozen encoder runs
+        on the stored inputs under ``no_grad`` (every step).
+        """
         stacked = torch.stack([self.tensors[k] for k in keys]).to(device)
+        if not self.keep_inputs:
+            return stacked
+        self.encoder_calls += len(keys)
         if self.full:
-            self.encoder_calls += len(keys)
             return self.model.embed(stacked)
-        return stacked
+        with torch.no_grad():
+            return self.model.embed(stacked)

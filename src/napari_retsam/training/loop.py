@@ -357,7 +357,8 @@ def train(
     cache_dir = config.cache_dir
     if ctx.is_distributed and cache_dir is None and not config.full_finetune:
         cache_dir = str(out_dir / "embedding_cache")
-    store = EmbeddingStore(model, full_finetune=config.full_finetune, cache_dir=cache_dir,
+    store = EmbeddingStore(model, full_finetune=config.full_finetune, cache=config.cache_embeddings,
+                           cache_dir=cache_dir if config.cache_embeddings else None,
                            world_size=ctx.world_size, rank=ctx.rank)
     n_tiles_done = [0]
 

@@ -44,6 +44,7 @@ from napari_retsam.metrics.validation import (
 
 __all__ = [
     "ERROR_CODES",
+    "EXPORT_HEADER",
     "METRIC_COLUMNS",
     "TABLE_HEADER",
     "PanelRequest",
@@ -69,6 +70,8 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("MCC", "mcc"),
 )
 TABLE_HEADER: tuple[str, ...] = ("Prediction", "Image") + tuple(h for h, _ in METRIC_COLUMNS)
+#: Exported text (clipboard, CSV): the table's columns plus the exact confusion counts.
+EXPORT_HEADER: tuple[str, ...] = TABLE_HEADER + ("TP", "FP", "TN", "FN")
 
 #: Error overlay label values.
 ERROR_CODES: dict[str, int] = {"TP": 1, "FP": 2, "FN": 3}
@@ -313,7 +316,8 @@ def _rows_for(
                     notes[attr] = auc_note if attr == "auc" and auc_note else "undefined on every slice"
                 else:
                     values[attr] = float(value)
-                    notes[attr] = f"over the {report.n_defined.get(attr, n)} of {n} slices where it is defined"
+                    defined = report.n_defined.get(attr, n)
+                    notes[attr] = f"over the {defined} of {n} slices where it is defined"
             rows.append(TableRow(name, label, values, notes))
     return report.pooled, rows
 
@@ -348,19 +352,22 @@ def _curve_for(
 
 
 def rows_to_text(rows: Sequence[TableRow], delimiter: str = "\t") -> str:
-    """The rows as delimited text with a header line (``TABLE_HEADER``).
+    """The rows as delimited text with a header line (``EXPORT_HEADER``).
 
-    Numbers are written with ``repr`` precision (round-trip exact); undefined
-    values as ``n/a``. Tab-separated for the clipboard, comma-separated for CSV.
+    The table's columns, then the exact pixel counts TP, FP, TN, FN (empty on the
+    mean/std rows, which have no counts). Ratios are written with ``repr``
+    precision (round-trip exact); undefined values as ``n/a``. Tab-separated for
+    the clipboard, comma-separated for CSV.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
-    writer.writerow(TABLE_HEADER)
+    writer.writerow(EXPORT_HEADER)
     for row in rows:
         cells: list[str] = [row.prediction, row.image]
         for _, attr in METRIC_COLUMNS:
             value = row.values.get(attr)
             cells.append("n/a" if value is None else repr(float(value)))
+        cells.extend(str(row.counts[k]) if k in row.counts else "" for k in ("tp", "fp", "tn", "fn"))
         writer.writerow(cells)
     return buffer.getvalue()
 

@@ -178,11 +178,16 @@ class BaselineWidget(QWidget):
         worker = create_worker(
             frangi_segment_stack, data, fov, t, rgb=bool(layer.rgb),
             progress=self._relay.progressed.emit, should_stop=lambda: self._stop_requested,
-            _start_thread=False,
+            _start_thread=False, _ignore_errors=True,
         )
+        # One notification per error: ours (one line for user errors, napari's
+        # traceback view for bugs) instead of napari's default relay as well.
+        try:
+            worker.errored.disconnect(worker._relay_error)
+        except (AttributeError, TypeError, RuntimeError):
+            pass
         worker.returned.connect(lambda result: self._on_result(layer, t, result))
-        worker.errored.connect(worker_error_handler)
-        worker.errored.connect(lambda exc: self._set_status(f"failed: {exc}"))
+        worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.run_button.setEnabled(False)
@@ -199,6 +204,15 @@ class BaselineWidget(QWidget):
         if self._worker is not None:
             self._worker.quit()
             self._set_status("cancelling ...")
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._set_status(f"failed: {exc}")
+        if isinstance(exc, RetsamInputError):
+            worker_error_handler(exc)
+        else:
+            from napari.utils.notifications import notification_manager
+
+            notification_manager.receive_error(type(exc), exc, exc.__traceback__)
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
         self.progress_bar.setRange(0, total)

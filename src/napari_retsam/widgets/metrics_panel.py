@@ -23,6 +23,7 @@ a red status line, never a traceback.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -72,6 +73,8 @@ if TYPE_CHECKING:
     import napari
 
 __all__ = ["ERROR_COLORS", "MetricsPanel", "error_colormap"]
+
+_LOG = logging.getLogger(__name__)
 
 #: Layer metadata key marking the panel's own error overlays (never offered as inputs).
 OVERLAY_METADATA_KEY = "retsam_error_overlay"
@@ -229,7 +232,10 @@ class MetricsPanel(QWidget):
         self.protocol_label.setStyleSheet("font-size: 11px;")
         self.table = MetricsTable()
         self.copy_button = QPushButton("Copy table")
-        self.copy_button.setToolTip("Copy the table to the clipboard as tab-separated text with a header line.")
+        self.copy_button.setToolTip(
+            "Copy the table to the clipboard as tab-separated text with a header line"
+            " (plus the exact TP, FP, TN, FN counts)."
+        )
         self.csv_button = QPushButton("Export CSV…")
         buttons = QHBoxLayout()
         buttons.addWidget(self.copy_button)
@@ -387,7 +393,9 @@ class MetricsPanel(QWidget):
             self.overlay_combo.blockSignals(blocked)
 
     @staticmethod
-    def _guess(candidates: list[Layer], hints: Sequence[str], exclude: Sequence[Layer | None]) -> Layer | None:
+    def _guess(
+        candidates: list[Layer], hints: Sequence[str], exclude: Sequence[Layer | None]
+    ) -> Layer | None:
         for layer in candidates:
             if layer in exclude:
                 continue
@@ -425,9 +433,10 @@ class MetricsPanel(QWidget):
         self.refresh_choices()
 
     def _on_layer_renamed(self, event: Any = None) -> None:
-        # names shown in the choices and the overlay's name follow the layer
+        # names shown in the choices (and, after a recompute, in the table) follow the layer
         self.refresh_choices()
-        self._schedule()
+        if getattr(event, "source", None) in self._input_layers():
+            self._schedule()
 
     def _on_layer_data(self, event: Any = None) -> None:
         source = getattr(event, "source", None)
@@ -464,9 +473,8 @@ class MetricsPanel(QWidget):
         for layer in preds:
             if layer is gold:
                 raise RetsamInputError(f"layer {layer.name!r} is both a prediction and the gold standard")
-            inputs.append(
-                PredictionInput(name=layer.name, data=np.array(layer.data), is_labels=isinstance(layer, Labels))
-            )
+            data = np.array(layer.data)  # a copy: the worker thread never sees later edits
+            inputs.append(PredictionInput(name=layer.name, data=data, is_labels=isinstance(layer, Labels)))
         overlay = self.overlay_combo.currentText()
         return PanelRequest(
             predictions=tuple(inputs),
@@ -508,7 +516,9 @@ class MetricsPanel(QWidget):
             return
         if self._worker is not None:
             self._worker.quit()  # its result, if it still comes, is dropped (older id)
-        worker = create_worker(compute_panel, request, _start_thread=False)
+        # _ignore_errors: errors reach _on_error only (napari would otherwise re-raise them
+        # in the main thread, i.e. show a traceback for a plain user mistake)
+        worker = create_worker(compute_panel, request, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(partial(self._on_result, request_id))
         worker.errored.connect(partial(self._on_error, request_id, explicit))
         worker.finished.connect(partial(self._on_worker_finished, request_id))
@@ -544,8 +554,9 @@ class MetricsPanel(QWidget):
             return
         if isinstance(exc, RetsamInputError):
             message = str(exc)
-        else:  # a bug, not a user mistake: still no traceback in the viewer, but say what it was
+        else:  # a bug, not a user mistake: no traceback in the viewer, but say what it was and log it
             message = f"{type(exc).__name__}: {exc}"
+            _LOG.error("metrics panel computation failed", exc_info=exc)
         self.result = None
         self.table.set_rows([])
         self.roc_canvas.plot([], message="no result")

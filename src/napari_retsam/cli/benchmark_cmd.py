@@ -1,0 +1,97 @@
+"""``retsam benchmark``: the method's comparison table on a dataset's test split.
+
+::
+
+    retsam benchmark --dataset drive|stare|chase|folder --root DIR --out DIR
+                     [--split S] [--annotator A] [--limit N]
+                     [--checkpoint F --model-type T] [--finetuned F] [--gan F]
+                     [--tile PX] [--overlap PX] [--threshold T] [--device D]
+                     [--download] [--skip-auto] [--auto-points N]
+
+Rows and protocol: :mod:`napari_retsam.method_benchmark`. Writes ``table.md``,
+``table.csv`` and ``protocol.json`` into ``--out``. Only the standard library is
+imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="the method's comparison table (Frangi, SAM auto, SAM box, fine-tuned, fine-tuned + GAN)",
+        description=(
+            "Evaluate on a dataset's test split every row of the method's comparison table that "
+            "can run: Frangi baseline, SAM automatic mode, SAM with box prompts, SAM fine-tuned "
+            "with the BSD loss (--finetuned) and fine-tuned with GAN augmentation (--gan). "
+            "Columns PA, Se, Sp, AUC, F1 (FOV-masked, pooled, with per-image mean ± std). Rows "
+            "whose model is missing are listed as skipped with the reason."
+        ),
+        epilog=(
+            "examples:\n"
+            "  retsam benchmark --dataset drive --root DRIVE --out bench-drive\n"
+            "  retsam benchmark --dataset drive --root DRIVE --out bench --checkpoint sam_vit_b_01ec64.pth \\\n"
+            "      --finetuned runs/bsd/best.pt --gan runs/bsd-gan/best.pt --tile 512"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dataset", required=True, choices=("drive", "stare", "chase", "folder"))
+    parser.add_argument("--root", required=True, help="the dataset's folder")
+    parser.add_argument("--out", required=True, help="output folder for table.md, table.csv, protocol.json")
+    parser.add_argument("--split", default="test", choices=("train", "test", "all"), help="default: test")
+    parser.add_argument("--annotator", type=int, default=1, choices=(1, 2), help="gold standard (default 1)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
+    parser.add_argument("--checkpoint", default=None, help="base SAM checkpoint (default: the cached official file)")
+    parser.add_argument("--model-type", default=None, choices=("vit_b", "vit_l", "vit_h", "tiny"),
+                        help="SAM architecture (default: read from the checkpoint, else vit_b)")
+    parser.add_argument("--finetuned", default=None, help="project checkpoint fine-tuned with the BSD loss")
+    parser.add_argument("--gan", default=None,
+                        help="project checkpoint fine-tuned with the BSD loss on real + GAN-synthetic pairs")
+    parser.add_argument("--tile", type=int, default=0, help="SAM tile size in px (0 = whole image)")
+    parser.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="vessel if prob >= T (default 0.5)")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--download", action="store_true", help="download the official SAM weights if missing")
+    parser.add_argument("--skip-auto", action="store_true", help="skip the (slow) SAM automatic-mode row")
+    parser.add_argument("--auto-points", type=int, default=32, help="automatic mode: points per side (default 32)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_retsam.errors import RetsamInputError
+    from napari_retsam.method_benchmark import BenchmarkOptions, run_benchmark
+
+    if args.limit < 0:
+        raise RetsamInputError(f"--limit must be >= 0, got {args.limit}")
+    if args.tile < 0:
+        raise RetsamInputError(f"--tile must be >= 0, got {args.tile}")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise RetsamInputError(f"--threshold must be in [0, 1], got {args.threshold}")
+    for flag, path in (("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned), ("--gan", args.gan)):
+        if path and not Path(path).is_file():
+            raise RetsamInputError(f"{flag} file {path} does not exist")
+    options = BenchmarkOptions(
+        dataset=args.dataset, root=Path(args.root), out=Path(args.out), split=args.split,
+        annotator=args.annotator, limit=args.limit, checkpoint=args.checkpoint,
+        model_type=args.model_type, finetuned=args.finetuned, gan=args.gan, tile=args.tile,
+        overlap=args.overlap, threshold=args.threshold, device=args.device,
+        download=args.download, auto_points=args.auto_points, skip_auto=args.skip_auto,
+    )
+    last = [-1]
+
+    def progress(done: int, total: int, message: str) -> None:
+        if done != last[0]:
+            print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
+            last[0] = done
+
+    table = run_benchmark(options, progress=progress)
+    print(table.to_markdown())
+    print(f"written to {options.out}: table.md, table.csv, protocol.json")
+    return 0

@@ -1,0 +1,476 @@
+"""Dock widget: fine-tune SAM (fusion block + mask decoder, BSD loss) from the viewer.
+
+Choose data (a dataset folder and its kind, a synthetic/GAN folder mixed in at a
+ratio, and/or image + Labels layer pairs, single images or stacks), the
+hyper-parameters, the base model (type + checkpoint file) and an output folder;
+"Train" runs :func:`napari_retsam.training.runner.finetune` in a napari worker
+thread with a progress bar (steps and epochs), a live plot of the training loss
+and the validation AUC/F1, and "Cancel", which stops after the current step and
+keeps ``last.pt``. When a run ends its ``best.pt`` is offered to the
+segmentation widget through :mod:`napari_retsam.widgets._models`.
+
+Throughput in the worker thread. Training in a Qt worker thread can run far
+slower than headless for three reasons, each handled here:
+
+1. *intra-op threads*: torch's CPU thread pool size is per calling thread
+   (OpenMP's ``nthreads-var`` is a thread-local setting); a fresh worker thread
+   can start with a different count than the main thread — too many threads
+   compete with Qt's and vispy's threads (over-subscription), too few waste
+   cores. The worker calls ``torch.set_num_threads(n)`` first, with ``n`` the
+   main thread's setting (or the user's choice);
+2. *UI updates on every step*: redrawing a progress bar and a matplotlib figure
+   per step costs milliseconds each on the GUI thread, and every cross-thread
+   signal wakes the event loop; progress is throttled to at most 5 updates per
+   second (step records are buffered and delivered in batches), the plot redraws
+   with ``draw_idle`` on those batches only;
+3. *GIL contention from frequent yields*: a generator worker that yields per
+   step hands the GIL to the GUI thread each time; here the worker is a plain
+   function and talks to the GUI only through the throttled relay.
+
+``benchmarks/bench_finetune_widget.py`` measures the worker's throughput against
+the headless call, side by side.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_retsam.errors import RetsamInputError
+from napari_retsam.widgets._common import notify_user_errors, show_info, worker_error_handler
+from napari_retsam.widgets._models import RegisteredModel, register_model
+
+__all__ = ["FinetuneWidget", "NO_DATASET", "UI_INTERVAL_S"]
+
+NO_DATASET = "(none)"
+#: Minimum seconds between two progress/plot updates from the worker (≤ 5 Hz).
+UI_INTERVAL_S = 0.2
+
+
+class _Relay(QObject):
+    """Carries throttled progress and batches of log records from the worker to the GUI thread."""
+
+    progressed = Signal(int, int, str)
+    records = Signal(list)
+
+
+class _LivePlot(QWidget):
+    """Matplotlib figure: training loss per step (left axis), validation AUC and F1 per epoch (right)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.ax_loss = self.figure.add_subplot(111)
+        self.ax_val = self.ax_loss.twinx()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+        self.clear()
+
+    def clear(self) -> None:
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.val_steps: list[int] = []
+        self.aucs: list[float] = []
+        self.f1s: list[float] = []
+        self.redraw()
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            if rec.get("kind") == "step":
+                self.steps.append(int(rec["step"]))
+                self.losses.append(float(rec["loss"]))
+            elif rec.get("kind") == "val":
+                auc, f1 = rec.get("auc"), rec.get("f1")
+                self.val_steps.append(int(rec["step"]))
+                self.aucs.append(float("nan") if auc is None else float(auc))
+                self.f1s.append(float("nan") if f1 is None else float(f1))
+        self.redraw()
+
+    def redraw(self) -> None:
+        for ax in (self.ax_loss, self.ax_val):
+            ax.clear()
+        self.ax_loss.plot(self.steps, self.losses, color="tab:blue", lw=1, label="train loss")
+        self.ax_loss.set_xlabel("step")
+        self.ax_loss.set_ylabel("BSD loss", color="tab:blue")
+        if self.val_steps:
+            self.ax_val.plot(self.val_steps, self.aucs, "o-", color="tab:red", ms=3, label="val AUC")
+            self.ax_val.plot(self.val_steps, self.f1s, "s--", color="tab:green", ms=3, label="val F1")
+            self.ax_val.legend(loc="lower right", fontsize="x-small")
+        self.ax_val.set_ylim(0, 1)
+        self.ax_val.set_ylabel("validation")
+        self.canvas.draw_idle()
+
+
+def _path_row(edit: QLineEdit, directory: bool, parent: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    row.addWidget(edit)
+    button = QPushButton("…")
+    button.setMaximumWidth(28)
+
+    def browse() -> None:
+        if directory:
+            chosen = QFileDialog.getExistingDirectory(parent, "Choose a folder", edit.text())
+        else:
+            chosen, _ = QFileDialog.getOpenFileName(parent, "Choose a file", edit.text())
+        if chosen:
+            edit.setText(chosen)
+
+    button.clicked.connect(browse)
+    row.addWidget(button)
+    return row
+
+
+class FinetuneWidget(QWidget):
+    """Fine-tune SAM's fusion block and mask decoder on vessel annotations."""
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._worker: Any = None
+        self._stop = threading.Event()
+        self._pairs: list[tuple[str, str]] = []
+        self.last_result: Any = None
+        self.torch_threads: int | None = None  # None: the main thread's torch setting
+        self._relay = _Relay()
+        self._relay.progressed.connect(self._on_progress)
+        self._relay.records.connect(self._on_records)
+
+        # data
+        self.dataset_combo = QComboBox()
+        self.dataset_combo.addItems([NO_DATASET, "drive", "stare", "chase", "folder"])
+        self.dataset_root = QLineEdit()
+        self.split_combo = QComboBox()
+        self.split_combo.addItems(["train", "test", "all"])
+        self.val_split_combo = QComboBox()
+        self.val_split_combo.addItems(["(hold out)", "test", "train", "all"])
+        self.limit_spin = QSpinBox()
+        self.limit_spin.setRange(0, 100000)
+        self.limit_spin.setSpecialValueText("all")
+        self.synthetic_root = QLineEdit()
+        self.synthetic_ratio = QDoubleSpinBox()
+        self.synthetic_ratio.setRange(0.0, 0.95)
+        self.synthetic_ratio.setSingleStep(0.05)
+        self.synthetic_ratio.setValue(0.5)
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.add_pair_button = QPushButton("Add pair")
+        self.clear_pairs_button = QPushButton("Clear")
+        self.pairs_list = QListWidget()
+        self.pairs_list.setMaximumHeight(60)
+
+        # hyper-parameters
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 10000)
+        self.epochs_spin.setValue(10)
+        self.max_steps_spin = QSpinBox()
+        self.max_steps_spin.setRange(0, 10_000_000)
+        self.max_steps_spin.setSpecialValueText("no limit")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 1024)
+        self.batch_spin.setValue(4)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(6)
+        self.lr_spin.setRange(1e-6, 1.0)
+        self.lr_spin.setSingleStep(1e-5)
+        self.lr_spin.setValue(1e-4)
+        self.loss_combo = QComboBox()
+        self.loss_combo.addItems(["bsd", "bsd+bce"])
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(0, 4096)
+        self.tile_spin.setSingleStep(64)
+        self.tile_spin.setSpecialValueText("whole image")
+        self.views_spin = QSpinBox()
+        self.views_spin.setRange(1, 64)
+        self.views_spin.setValue(4)
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0.0, 0.9)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setValue(0.2)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.full_check = QCheckBox("full fine-tuning (encoder too)")
+
+        # model and output
+        self.model_type_combo = QComboBox()
+        self.model_type_combo.addItems(["vit_b", "vit_l", "vit_h", "tiny"])
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setPlaceholderText("official file from the cache when empty")
+        self.out_edit = QLineEdit()
+        self.resume_check = QCheckBox("resume from last.pt in the output folder")
+
+        # run
+        self.train_button = QPushButton("Train")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.epoch_label = QLabel("")
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.plot = _LivePlot()
+
+        data_box = QGroupBox("data")
+        data_form = QFormLayout(data_box)
+        data_form.addRow("dataset", self.dataset_combo)
+        data_form.addRow("dataset folder", _path_row(self.dataset_root, True, self))
+        data_form.addRow("training split", self.split_combo)
+        data_form.addRow("validation split", self.val_split_combo)
+        data_form.addRow("limit", self.limit_spin)
+        data_form.addRow("synthetic folder", _path_row(self.synthetic_root, True, self))
+        data_form.addRow("synthetic ratio", self.synthetic_ratio)
+        data_form.addRow("image layer", self.image_combo)
+        data_form.addRow("labels layer", self.labels_combo)
+        pair_row = QHBoxLayout()
+        pair_row.addWidget(self.add_pair_button)
+        pair_row.addWidget(self.clear_pairs_button)
+        data_form.addRow("layer pairs", pair_row)
+        data_form.addRow(self.pairs_list)
+        hyper_box = QGroupBox("training")
+        hyper = QFormLayout(hyper_box)
+        hyper.addRow("epochs", self.epochs_spin)
+        hyper.addRow("max steps", self.max_steps_spin)
+        hyper.addRow("batch size", self.batch_spin)
+        hyper.addRow("learning rate", self.lr_spin)
+        hyper.addRow("loss", self.loss_combo)
+        hyper.addRow("tile (px)", self.tile_spin)
+        hyper.addRow("augmented views", self.views_spin)
+        hyper.addRow("validation fraction", self.val_fraction)
+        hyper.addRow("device", self.device_combo)
+        hyper.addRow(self.full_check)
+        model_box = QGroupBox("base model and output")
+        model_form = QFormLayout(model_box)
+        model_form.addRow("model type", self.model_type_combo)
+        model_form.addRow("checkpoint", _path_row(self.checkpoint_edit, False, self))
+        model_form.addRow("output folder", _path_row(self.out_edit, True, self))
+        model_form.addRow(self.resume_check)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        for box in (data_box, hyper_box, model_box):
+            layout.addWidget(box)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.epoch_label)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.plot)
+
+        self.train_button.clicked.connect(lambda: self.start())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.add_pair_button.clicked.connect(lambda: self.add_pair())
+        self.clear_pairs_button.clicked.connect(self.clear_pairs)
+        layers = self.viewer.layers
+        for emitter in (layers.events.inserted, layers.events.removed, layers.events.reordered):
+            emitter.connect(self.refresh_choices)
+        self.refresh_choices()
+
+    # -- layers ---------------------------------------------------------------
+    def refresh_choices(self, *_: Any) -> None:
+        """Re-list the Image and Labels layers."""
+        images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image)]
+        labels = [ly.name for ly in self.viewer.layers if isinstance(ly, Labels)]
+        for combo, names in ((self.image_combo, images), (self.labels_combo, labels)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+
+    @notify_user_errors
+    def add_pair(self, image: str | None = None, labels: str | None = None) -> None:
+        """Add an (image layer, Labels layer) pair to the training data."""
+        image = image or self.image_combo.currentText()
+        labels = labels or self.labels_combo.currentText()
+        if not image or not labels:
+            raise RetsamInputError("choose an image layer and a Labels layer to pair")
+        for name in (image, labels):
+            if name not in self.viewer.layers:
+                raise RetsamInputError(f"no layer named {name!r}")
+        self._pairs.append((image, labels))
+        self.pairs_list.addItem(f"{image}  +  {labels}")
+
+    def clear_pairs(self) -> None:
+        self._pairs.clear()
+        self.pairs_list.clear()
+
+    # -- options --------------------------------------------------------------
+    def _options_and_config(self) -> tuple[Any, Any, Path, Path | None]:
+        from napari_retsam.training.config import FinetuneConfig
+        from napari_retsam.training.runner import DataOptions, layer_pairs
+
+        dataset = self.dataset_combo.currentText()
+        dataset = None if dataset == NO_DATASET else dataset
+        val_split = self.val_split_combo.currentText()
+        val_split = None if val_split.startswith("(") else val_split
+        images, labels = [], []
+        for image_name, labels_name in self._pairs:
+            if image_name not in self.viewer.layers or labels_name not in self.viewer.layers:
+                raise RetsamInputError(f"layer pair {image_name!r} + {labels_name!r}: a layer was removed")
+            images.append(np.asarray(self.viewer.layers[image_name].data))
+            labels.append(np.asarray(self.viewer.layers[labels_name].data))
+        synthetic = self.synthetic_root.text().strip()
+        options = DataOptions(
+            dataset=dataset, root=self.dataset_root.text().strip() or None, split=self.split_combo.currentText(),
+            limit=self.limit_spin.value(), val_split=val_split if dataset else None,
+            synthetic=[synthetic] if synthetic else [], synthetic_ratio=self.synthetic_ratio.value(),
+            pairs=layer_pairs(images, labels),
+        )
+        out_text = self.out_edit.text().strip()
+        if not out_text:
+            raise RetsamInputError("choose an output folder for the checkpoints")
+        out = Path(out_text).expanduser()
+        checkpoint = self.checkpoint_edit.text().strip() or None
+        from napari_retsam.sam.device import select_device
+
+        device = str(select_device(self.device_combo.currentText()))
+        config = FinetuneConfig(
+            model_type=self.model_type_combo.currentText(), checkpoint=checkpoint,
+            full_finetune=self.full_check.isChecked(), epochs=self.epochs_spin.value(),
+            max_steps=self.max_steps_spin.value(), batch_size=self.batch_spin.value(), lr=self.lr_spin.value(),
+            loss=self.loss_combo.currentText(), tile=self.tile_spin.value(), n_views=self.views_spin.value(),
+            val_fraction=0.0 if (dataset and val_split) else self.val_fraction.value(), device=device,
+        )
+        resume = out / "last.pt" if self.resume_check.isChecked() else None
+        if resume is not None and not resume.is_file():
+            raise RetsamInputError(f"nothing to resume: {resume} does not exist")
+        return options, config, out, resume
+
+    # -- running --------------------------------------------------------------
+    def _job(self, options: Any, config: Any, out: Path, resume: Path | None, threads: int) -> Any:
+        """Runs in the worker thread: set torch's thread count, train, relay throttled updates."""
+        import torch
+
+        from napari_retsam.training.runner import finetune
+
+        torch.set_num_threads(threads)
+        pending: list[dict[str, Any]] = []
+        last = [0.0]
+
+        def flush(done: int, total: int, message: str) -> None:
+            last[0] = time.monotonic()
+            if pending:
+                self._relay.records.emit(list(pending))
+                pending.clear()
+            self._relay.progressed.emit(done, total, message)
+
+        def progress(done: int, total: int, message: str) -> None:
+            if time.monotonic() - last[0] >= UI_INTERVAL_S or (total and done >= total):
+                flush(done, total, message)
+
+        def on_event(record: dict[str, Any]) -> None:
+            pending.append(record)
+            if record.get("kind") != "step":  # validation results and notes at once
+                self._relay.records.emit(list(pending))
+                pending.clear()
+
+        result = finetune(options, config, out, resume=resume, progress=progress, on_event=on_event,
+                          should_stop=self._stop.is_set)
+        if pending:
+            self._relay.records.emit(list(pending))
+        return result
+
+    @notify_user_errors
+    def start(self) -> Any:
+        """Read the choices (main thread) and start training in a worker thread; returns the worker."""
+        if self._worker is not None:
+            raise RetsamInputError("a training run is already going; cancel it first")
+        options, config, out, resume = self._options_and_config()
+        import torch
+
+        threads = self.torch_threads or torch.get_num_threads()
+        self._stop.clear()
+        self.plot.clear()
+        self.progress_bar.setRange(0, 0)
+        self.status_label.setText("preparing data and embeddings…")
+        self.epoch_label.setText("")
+        self.train_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self._config = config
+        worker = create_worker(self._job, options, config, out, resume, threads, _start_thread=False)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the run to stop after the current step (``last.pt`` keeps the progress)."""
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.quit()
+        self.status_label.setText("stopping after the current step…")
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        if total > 0:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(min(done, total))
+        self.status_label.setText(message)
+
+    def _on_records(self, records: list) -> None:
+        self.plot.add(records)
+        for rec in records:
+            if rec.get("kind") == "val":
+                auc = rec.get("auc")
+                text = f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}"
+                if auc is not None:
+                    text += f", val AUC {auc:.4f}, F1 {rec.get('f1', float('nan')):.4f}"
+                self.epoch_label.setText(text)
+
+    def _on_returned(self, result: Any) -> None:
+        self.last_result = result
+        self.status_label.setText(f"{result.message}; checkpoints in {result.out_dir}")
+        best = result.best_path
+        if best.is_file():
+            config = self._config
+            base = Path(config.checkpoint) if config.checkpoint else None
+            entry = RegisteredModel(
+                name=f"{result.out_dir.name} ({config.model_type}, fine-tuned)", checkpoint=best,
+                model_type=config.model_type, base_checkpoint=base, metrics=dict(result.metrics),
+            )
+            register_model(entry)
+            show_info(f"fine-tuned model {entry.name} is now offered in the segmentation widget")
+
+    def _on_errored(self, exc: BaseException) -> None:
+        self.status_label.setText(f"stopped: {exc}")
+        worker_error_handler(exc)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.train_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)

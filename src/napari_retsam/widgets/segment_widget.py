@@ -1,0 +1,417 @@
+"""Dock widget: SAM vessel segmentation from rectangles drawn in a Shapes layer.
+
+Inputs: an Image layer (RGB or gray; 8/16-bit or float, normalised by the rule
+in :mod:`napari_retsam.sam.preprocess`; RGBA loses its alpha; an ``N×H×W(×3)``
+stack is segmented slice by slice), a Shapes layer whose rectangles are the box
+prompts ("New box layer" makes one in rectangle mode; box rules in
+:mod:`._segment_boxes`), the model (type, checkpoint file, fine-tuned
+checkpoint), tiling and device. "Segment" runs every box in a napari worker
+thread (progress bar, Cancel; the viewer stays responsive). "Live" segments
+again whenever a rectangle is added, moved or removed; the image embedding is
+cached, so only the decoder runs. "SAM (auto)" runs segment-anything's automatic
+mask generator (no prompts).
+
+Outputs, named after the image and updated in place on re-runs:
+``"<image> SAM mask"`` (Labels: 1 = vessel, or class l+1 for a multi-class
+model) and ``"<image> SAM prob"`` (Image, magma, 0–1); the automatic mode writes
+``"<image> SAM auto mask"`` / ``"<image> SAM auto prob"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from napari.layers import Image, Labels, Layer, Shapes
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_retsam.errors import RetsamInputError
+from napari_retsam.sam.progress import Cancelled
+from napari_retsam.widgets._common import notify_user_errors, show_info, show_warning, worker_error_handler
+from napari_retsam.widgets._segment_boxes import BoxPlan, boxes_from_shapes, image_geometry
+from napari_retsam.widgets._segment_engine import EngineKey, SegmentEngine, SliceResult
+
+__all__ = ["SegmentWidget"]
+
+MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+_OUTPUT_SUFFIXES = (" SAM mask", " SAM prob", " SAM auto mask", " SAM auto prob")
+
+
+class _ProgressRelay(QObject):
+    """Carries ``progress(done, total, message)`` from the worker thread to the UI thread."""
+
+    progressed = Signal(int, int, str)
+
+
+class SegmentWidget(QWidget):
+    """Box-prompted SAM segmentation of an image layer."""
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.engine = SegmentEngine()
+        self._worker: Any = None
+        self._stop_requested = False
+        self._live_layer: Shapes | None = None
+        self._pending_live = False
+        self._relay = _ProgressRelay()
+        self._relay.progressed.connect(self._on_progress)
+        self._live_timer = QTimer(self)
+        self._live_timer.setSingleShot(True)
+        self._live_timer.setInterval(150)
+        self._live_timer.timeout.connect(self._live_fire)
+
+        self.image_combo = QComboBox()
+        self.shapes_combo = QComboBox()
+        self.new_box_button = QPushButton("New box layer")
+        self.new_box_button.setToolTip("add a Shapes layer in rectangle mode over the chosen image")
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(MODEL_TYPES)
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setPlaceholderText("official file from the cache (downloaded on first use)")
+        self.finetuned_edit = QLineEdit()
+        self.finetuned_edit.setPlaceholderText("optional napari-retsam fine-tuned checkpoint")
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(0, 8192)
+        self.tile_spin.setSingleStep(64)
+        self.tile_spin.setValue(512)
+        self.tile_spin.setSpecialValueText("whole image")
+        self.tile_spin.setToolTip("tiled prompting window in pixels (0 = whole image, one encoder pass)")
+        self.overlap_spin = QSpinBox()
+        self.overlap_spin.setRange(0, 4096)
+        self.overlap_spin.setValue(64)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.disk_cache_check = QCheckBox("keep embeddings on disk")
+        self.live_check = QCheckBox("live: segment when a rectangle is drawn or moved")
+        self.segment_button = QPushButton("Segment")
+        self.auto_button = QPushButton("SAM (auto)")
+        self.auto_button.setToolTip("segment-anything's automatic mask generator, no prompts")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.frangi_button = QPushButton("Open the Frangi baseline")
+        self.frangi_button.setToolTip("classical comparison: Plugins › RetSAM vessels › Frangi baseline")
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        boxes_row = QHBoxLayout()
+        boxes_row.addWidget(self.shapes_combo, 1)
+        boxes_row.addWidget(self.new_box_button)
+        form.addRow("boxes", boxes_row)
+        form.addRow("model", self.model_combo)
+        form.addRow("checkpoint", self._with_browse(self.checkpoint_edit))
+        form.addRow("fine-tuned", self._with_browse(self.finetuned_edit))
+        form.addRow("tile (px)", self.tile_spin)
+        form.addRow("overlap (px)", self.overlap_spin)
+        form.addRow("device", self.device_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.segment_button)
+        buttons.addWidget(self.auto_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.disk_cache_check)
+        layout.addWidget(self.live_check)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.frangi_button)
+        layout.addStretch(1)
+
+        self.segment_button.clicked.connect(lambda: self.run())
+        self.auto_button.clicked.connect(lambda: self.run_auto())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.new_box_button.clicked.connect(lambda: self.new_box_layer())
+        self.frangi_button.clicked.connect(self._open_frangi)
+        self.live_check.toggled.connect(self._update_live_connection)
+        self.shapes_combo.currentTextChanged.connect(self._update_live_connection)
+        self.disk_cache_check.toggled.connect(self._update_disk_cache)
+        layers = self.viewer.layers
+        for emitter in (layers.events.inserted, layers.events.removed, layers.events.reordered):
+            emitter.connect(self.refresh_choices)
+        layers.events.inserted.connect(self._watch_name)
+        for layer in layers:
+            layer.events.name.connect(self.refresh_choices)
+        self.refresh_choices()
+
+    # -- form helpers ----------------------------------------------------------
+    def _with_browse(self, edit: QLineEdit) -> QWidget:
+        row = QWidget()
+        box = QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(edit, 1)
+        button = QPushButton("…")
+        button.setMaximumWidth(32)
+
+        def browse() -> None:
+            path, _ = QFileDialog.getOpenFileName(self, "Choose a checkpoint", "", "PyTorch checkpoints (*.pth *.pt);;All files (*)")
+            if path:
+                edit.setText(path)
+
+        button.clicked.connect(browse)
+        box.addWidget(button)
+        return row
+
+    def _update_disk_cache(self, on: bool) -> None:
+        from napari_retsam.sam.checkpoints import cache_root
+
+        self.engine.set_disk_dir(cache_root() / "embeddings" if on else None)
+
+    def _open_frangi(self) -> None:
+        try:
+            self.viewer.window.add_plugin_dock_widget("napari-retsam", "Frangi baseline")
+        except Exception as exc:  # e.g. headless viewer without a window
+            show_info(f"open it from Plugins › RetSAM vessels › Frangi baseline ({exc})")
+
+    # -- layer choices ---------------------------------------------------------
+    def _watch_name(self, event: Any) -> None:
+        event.value.events.name.connect(self.refresh_choices)
+
+    @staticmethod
+    def _is_output(layer: Layer) -> bool:
+        return layer.name.endswith(_OUTPUT_SUFFIXES)
+
+    def refresh_choices(self, *_: Any) -> None:
+        """Re-list Image layers (not our outputs) and Shapes layers."""
+        images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not self._is_output(ly)]
+        shapes = [ly.name for ly in self.viewer.layers if isinstance(ly, Shapes)]
+        for combo, names in ((self.image_combo, images), (self.shapes_combo, shapes)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            elif names and combo is self.shapes_combo:
+                combo.setCurrentIndex(len(names) - 1)
+            combo.blockSignals(False)
+        self._update_live_connection()
+
+    def _layer(self, name: Layer | str | None) -> Layer | None:
+        if isinstance(name, Layer) or name is None:
+            return name
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @notify_user_errors
+    def new_box_layer(self, image_layer: Layer | str | None = None) -> Shapes:
+        """Add a Shapes layer aligned with the image, in rectangle mode, and choose it."""
+        image = self._image_layer(image_layer)
+        ndim = image.ndim
+        shapes = self.viewer.add_shapes(
+            ndim=ndim, name=f"{image.name} boxes", scale=image.scale, translate=image.translate,
+            edge_color="yellow", face_color="transparent", edge_width=2,
+        )
+        shapes.mode = "add_rectangle"
+        self.refresh_choices()
+        self.shapes_combo.setCurrentText(shapes.name)
+        return shapes
+
+    # -- inputs ----------------------------------------------------------------
+    def _image_layer(self, image_layer: Layer | str | None) -> Image:
+        layer = self._layer(image_layer if image_layer is not None else (self.image_combo.currentText() or None))
+        if layer is None:
+            raise RetsamInputError("choose an image layer to segment (open an image first)")
+        if isinstance(layer, Labels):
+            raise RetsamInputError(f"layer '{layer.name}' is a Labels layer; SAM segments an Image layer")
+        if not isinstance(layer, Image):
+            raise RetsamInputError(f"layer '{layer.name}' is a {type(layer).__name__} layer; SAM needs an Image layer")
+        image_geometry(layer)  # shape check
+        return layer
+
+    def _shapes_layer(self, shapes_layer: Layer | str | None) -> Shapes:
+        layer = self._layer(shapes_layer if shapes_layer is not None else (self.shapes_combo.currentText() or None))
+        if layer is None:
+            raise RetsamInputError("choose a Shapes layer with rectangles (or press 'New box layer' and draw one)")
+        if not isinstance(layer, Shapes):
+            raise RetsamInputError(f"layer '{layer.name}' is a {type(layer).__name__} layer; boxes come from a Shapes layer")
+        return layer
+
+    def _engine_key(self) -> EngineKey:
+        return EngineKey(
+            model_type=self.model_combo.currentText(),
+            checkpoint=self.checkpoint_edit.text().strip(),
+            finetuned=self.finetuned_edit.text().strip(),
+            device=self.device_combo.currentText(),
+        )
+
+    def _tiling(self) -> tuple[int | None, int]:
+        tile = int(self.tile_spin.value())
+        overlap = int(self.overlap_spin.value())
+        if tile and tile < 16:
+            raise RetsamInputError(f"tile must be 0 (whole image) or at least 16 px, got {tile}")
+        if tile and overlap >= tile:
+            raise RetsamInputError(f"overlap ({overlap} px) must be smaller than the tile ({tile} px)")
+        return (tile or None), overlap
+
+    # -- running ---------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """True while a worker is running."""
+        return self._worker is not None
+
+    @notify_user_errors
+    def run(self, image_layer: Layer | str | None = None, shapes_layer: Layer | str | None = None) -> Any:
+        """Segment every box of the Shapes layer in a worker thread; returns the worker."""
+        if self.busy:
+            raise RetsamInputError("SAM is already running; wait or press Cancel")
+        image = self._image_layer(image_layer)
+        shapes = self._shapes_layer(shapes_layer)
+        plan = boxes_from_shapes(shapes, image, tuple(self.viewer.dims.point))
+        for note in plan.notes:
+            show_warning(note)
+        tile, overlap = self._tiling()
+        return self._start(image, plan, tile, overlap, auto=False)
+
+    @notify_user_errors
+    def run_auto(self, image_layer: Layer | str | None = None) -> Any:
+        """SAM (auto) on the image layer in a worker thread; returns the worker."""
+        if self.busy:
+            raise RetsamInputError("SAM is already running; wait or press Cancel")
+        image = self._image_layer(image_layer)
+        return self._start(image, BoxPlan(), None, 0, auto=True)
+
+    def _start(self, image: Image, plan: BoxPlan, tile: int | None, overlap: int, *, auto: bool) -> Any:
+        _, _, n_slices = image_geometry(image)
+        key = self._engine_key()
+        self._stop_requested = False
+        worker = create_worker(
+            self.engine.run, key, image.data, n_slices is not None, plan.boxes, tile, overlap,
+            auto=auto, progress=self._relay.progressed.emit, should_stop=lambda: self._stop_requested,
+            _start_thread=False,
+        )
+        worker.returned.connect(lambda results: self._on_result(image, results, auto))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.segment_button.setEnabled(False)
+        self.auto_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress_bar.setRange(0, 0)
+        what = "SAM (auto)" if auto else f"{plan.n_boxes} box(es)"
+        self._set_status(f"segmenting '{image.name}' with {what} ...")
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running worker to stop at its next check."""
+        self._stop_requested = True
+        if self._worker is not None:
+            self._worker.quit()
+            self._set_status("cancelling ...")
+
+    def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            self._set_status("cancelled")
+            show_info("SAM segmentation cancelled")
+            return
+        worker_error_handler(exc)
+        self._set_status(f"failed: {exc}")
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        self.progress_bar.setRange(0, max(total, 1))
+        self.progress_bar.setValue(min(done, max(total, 1)))
+        self._set_status(message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.segment_button.setEnabled(True)
+        self.auto_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress_bar.setRange(0, 1)
+        if self._pending_live:
+            self._pending_live = False
+            self._live_timer.start()
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    # -- results ---------------------------------------------------------------
+    def _on_result(self, image: Image, results: dict[int | None, SliceResult], auto: bool) -> None:
+        height, width, n_slices = image_geometry(image)
+        shape = (height, width) if n_slices is None else (n_slices, height, width)
+        stem = f"{image.name} SAM auto" if auto else f"{image.name} SAM"
+        prob_name, mask_name = f"{stem} prob", f"{stem} mask"
+        prob_layer, mask_layer = self._layer(prob_name), self._layer(mask_name)
+        prob = (np.array(prob_layer.data, dtype=np.float32) if isinstance(prob_layer, Image)
+                and prob_layer.data.shape == shape else np.zeros(shape, np.float32))
+        labels = (np.array(mask_layer.data, dtype=np.uint8) if isinstance(mask_layer, Labels)
+                  and mask_layer.data.shape == shape else np.zeros(shape, np.uint8))
+        for s, res in results.items():
+            if s is None:
+                prob[...], labels[...] = res.prob, res.labels
+            else:
+                prob[s], labels[s] = res.prob, res.labels
+        common = {"scale": image.scale, "translate": image.translate}
+        if isinstance(prob_layer, Image) and prob_layer.data.shape == shape:
+            prob_layer.data = prob
+        else:
+            if prob_layer is not None:
+                self.viewer.layers.remove(prob_layer)
+            self.viewer.add_image(prob, name=prob_name, colormap="magma", contrast_limits=(0.0, 1.0),
+                                  blending="additive", **common)
+        if isinstance(mask_layer, Labels) and mask_layer.data.shape == shape:
+            mask_layer.data = labels
+        else:
+            if mask_layer is not None:
+                self.viewer.layers.remove(mask_layer)
+            self.viewer.add_labels(labels, name=mask_name, opacity=0.6, **common)
+        vessel = sum(int((r.labels > 0).sum()) for r in results.values())
+        embedded = sum(r.n_embedded for r in results.values())
+        where = "" if n_slices is None else f" on slice(s) {', '.join(str(s) for s in sorted(results))}"
+        message = (f"done{where}: {vessel} vessel pixels; {embedded} new embedding(s)"
+                   + ("" if embedded else " (cached, decoder only)"))
+        self._set_status(message)
+        self.last_results = results
+
+    # -- live mode -------------------------------------------------------------
+    def _update_live_connection(self, *_: Any) -> None:
+        wanted = self._layer(self.shapes_combo.currentText() or None) if self.live_check.isChecked() else None
+        if not isinstance(wanted, Shapes):
+            wanted = None
+        if wanted is self._live_layer:
+            return
+        if self._live_layer is not None:
+            try:
+                self._live_layer.events.data.disconnect(self._on_shapes_changed)
+            except (TypeError, RuntimeError, ValueError):
+                pass
+        self._live_layer = wanted
+        if wanted is not None:
+            wanted.events.data.connect(self._on_shapes_changed)
+
+    def _on_shapes_changed(self, event: Any) -> None:
+        action = str(getattr(event, "action", "changed"))
+        if action.lower().rsplit(".", 1)[-1] not in ("added", "changed", "removed"):
+            return
+        self._live_timer.start()
+
+    def _live_fire(self) -> None:
+        if self.busy:
+            self._pending_live = True
+            return
+        layer = self._live_layer
+        if layer is None or len(layer.data) == 0:
+            return
+        self.run(shapes_layer=layer)

@@ -1,0 +1,113 @@
+"""``retsam segment`` end to end with the tiny checkpoint (exit 0) and bad input (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_retsam.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def fundus_png(tmp_path_factory):
+    from napari_retsam.data import synthetic_fundus
+
+    sample = synthetic_fundus(seed=3, size=96)
+    path = tmp_path_factory.mktemp("seg_cli") / "fundus.png"
+    Image.fromarray(sample.image).save(path)
+    return path, sample
+
+
+def test_segment_with_boxes_writes_mask_and_prob(tiny_sam_checkpoint, fundus_png, tmp_path, capsys):
+    path, sample = fundus_png
+    out, prob = tmp_path / "mask.png", tmp_path / "prob.npy"
+    code = main([
+        "segment", "--image", str(path), "--checkpoint", str(tiny_sam_checkpoint), "--box", "10,12,80,70",
+        "--box=-5,40,50,200", "--tile", "64", "--overlap", "16", "--device", "cpu",
+        "--out", str(out), "--prob-out", str(prob), "--json",
+    ])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model_type"] == "tiny" and summary["mode"] == "tiled"
+    assert summary["boxes"] == [[10, 12, 80, 70], [0, 40, 50, 95]]  # second box clipped
+    from napari_retsam.sam import Segmenter, load_sam
+
+    expected = Segmenter(load_sam(tiny_sam_checkpoint, device="cpu")).segment(
+        sample.image, [[10, 12, 80, 70], [-5, 40, 50, 200]], tile=64, overlap=16
+    )
+    probs = np.load(prob)
+    assert probs.dtype == np.float32 and probs.shape == (96, 96)
+    np.testing.assert_allclose(probs, expected.prob, atol=1e-6)
+    mask = np.asarray(Image.open(out))
+    assert set(np.unique(mask)) <= {0, 255}
+    assert np.array_equal(mask == 255, expected.mask)
+    assert summary["vessel_pixels"] == int(expected.mask.sum())
+
+
+def test_segment_default_box_is_fov_bounding_box(tiny_sam_checkpoint, tiny_finetuned_checkpoint, fundus_png, tmp_path, capsys):
+    from napari_retsam.data import compute_fov
+
+    path, sample = fundus_png
+    code = main([
+        "segment", "--image", str(path), "--checkpoint", str(tiny_sam_checkpoint), "--finetuned",
+        str(tiny_finetuned_checkpoint), "--tile", "0", "--out", str(tmp_path / "m.tif"), "--json",
+    ])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    fov = compute_fov(sample.image)
+    rows, cols = np.nonzero(fov.any(axis=1))[0], np.nonzero(fov.any(axis=0))[0]
+    assert summary["box_source"] == "fov" and summary["mode"] == "whole-image"
+    assert summary["boxes"] == [[cols[0], rows[0], cols[-1], rows[-1]]]
+    assert summary["finetuned"] == str(tiny_finetuned_checkpoint)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--box", "200,200,300,300"], "wholly outside"),
+        (["--box", "10,10,10,50"], "zero area"),
+        (["--tile", "8"], "--tile must be"),
+        (["--tile", "64", "--overlap", "64"], "--overlap"),
+        (["--model-type", "vit_b"], "does not fit model type vit_b"),
+        (["--device", "quantum"], "unknown device"),
+    ],
+)
+def test_segment_bad_input_exit_2(tiny_sam_checkpoint, fundus_png, tmp_path, capsys, extra, message):
+    path, _ = fundus_png
+    code = main(["segment", "--image", str(path), "--checkpoint", str(tiny_sam_checkpoint),
+                 "--out", str(tmp_path / "m.png"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_segment_bad_files_exit_2(tiny_sam_checkpoint, fundus_png, tmp_path, capsys, offline_sam):
+    path, _ = fundus_png
+    cases = [
+        (["--image", str(tmp_path / "nope.png"), "--checkpoint", str(tiny_sam_checkpoint), "--out", str(tmp_path / "m.png")], "nope.png"),
+        (["--image", str(path), "--checkpoint", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "m.png")], "does not exist"),
+        (["--image", str(path), "--checkpoint", str(tiny_sam_checkpoint), "--out", str(tmp_path / "m.jpg")], "must end in"),
+        (["--image", str(path), "--out", str(tmp_path / "m.png")], "sam_vit_b_01ec64.pth"),  # offline, nothing cached
+    ]
+    for args, message in cases:
+        code = main(["segment", *args])
+        err = capsys.readouterr().err
+        assert code == 2, args
+        assert message in err and err.startswith("retsam: error:"), err
+
+
+def test_malformed_box_is_a_usage_error(fundus_png, tmp_path, capsys):
+    path, _ = fundus_png
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", "--image", str(path), "--box", "1,2,3", "--out", str(tmp_path / "m.png")])
+    assert exc.value.code == 2 and "x0,y0,x1,y1" in capsys.readouterr().err
+
+
+def test_command_module_imports_no_torch():
+    code = "import sys, napari_retsam.cli.segment_cmd; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
