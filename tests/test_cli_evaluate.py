@@ -342,3 +342,14 @@ def test_dataset_mode_imports_no_torch_napari_qt(stare_root, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["auc"] == 1.0 and len(data["per_image"]) == 4
+
+
+def test_wrong_prediction_folder_hints_at_other_ids(capsys, folder_dataset, tmp_path) -> None:
+    pred_dir = tmp_path / "other"
+    pred_dir.mkdir()
+    np.save(pred_dir / "01_test.npy", np.zeros((64, 64), np.float32))
+    message = _fails(
+        capsys, "--dataset", "folder", "--root", str(folder_dataset), "--split", "all",
+        "--pred", str(pred_dir), match="for 3 of 3 samples",
+    )
+    assert "other ids, e.g. 01_test.npy" in message

@@ -295,3 +295,20 @@ def test_bad_input_in_worker_thread_notifies_without_exception(setup, qtbot, err
     qtbot.waitUntil(lambda: not panel.busy, timeout=10000)
     assert len(errors) == 1 and "infinite" in errors[0]
     assert "infinite" in panel.status_label.text()
+
+
+def test_layers_added_after_opening_are_chosen_by_name_and_computed(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    panel = MetricsPanel(viewer)
+    gold, prob = _arrays(seed=5)
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="fundus image")
+    viewer.add_labels(gold.astype(np.uint8), name="DRIVE gold (annotator 1)")
+    with qtbot.waitSignal(panel.computed, timeout=5000):
+        viewer.add_image(prob, name="fundus image frangi prob")  # e.g. from the baseline widget
+    assert panel.gold_layer() is viewer.layers["DRIVE gold (annotator 1)"]
+    assert [layer.name for layer in panel.selected_predictions()] == ["fundus image frangi prob"]
+    assert panel.table.rows[0].values["auc"] == evaluate(prob, gold).auc
+    # a later layer with no telling name is offered but not ticked
+    viewer.add_image(prob * 0.5, name="other")
+    assert [layer.name for layer in panel.selected_predictions()] == ["fundus image frangi prob"]
+    assert errors == []

@@ -87,7 +87,7 @@ def test_world_coordinates_map_boxes_between_layers(setup, fundus, qtbot, tiny_s
     plan = boxes_from_shapes(shapes, image)
     assert plan.boxes == {None: [[10.0, 10.0, 60.0, 50.0]]} and plan.notes == []
     # the same box from a Shapes layer with its own scale/translate
-    other = viewer.add_shapes([_rect(5, 10, 25, 30)], shape_type="rectangle", scale=(4.0, 4.0),
+    other = viewer.add_shapes([_rect(5, 10, 25, 35)], shape_type="rectangle", scale=(4.0, 4.0),
                               translate=(10.0, 0.0), name="scaled boxes")
     assert boxes_from_shapes(other, image).boxes == {None: [[10.0, 10.0, 60.0, 50.0]]}
     widget.run(image_layer="scaled", shapes_layer="scaled boxes")

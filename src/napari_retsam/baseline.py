@@ -64,9 +64,9 @@ __all__ = [
 ]
 
 #: Frangi scales (Gaussian sigma, px). Chosen on DRIVE training (``benchmarks/tune_frangi.py``).
-FRANGI_SIGMAS: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0)
+FRANGI_SIGMAS: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 #: Frangi blob-suppression parameter ``beta``. Chosen on DRIVE training.
-FRANGI_BETA: float = 0.5
+FRANGI_BETA: float = 1.0
 #: Frangi structure parameter ``gamma`` for the scale-normalised Hessian
 #: (``None``: scikit-image's per-scale default). Chosen on DRIVE training.
 FRANGI_GAMMA: float | None = 0.04
@@ -75,11 +75,11 @@ USE_CLAHE: bool = True
 #: CLAHE clip limit (scikit-image's default, 0.01).
 CLAHE_CLIP_LIMIT: float = 0.01
 #: Percentile ``q`` of the vesselness inside the FOV that maps to 1. Chosen on DRIVE training.
-NORM_PERCENTILE: float = 99.0
+NORM_PERCENTILE: float = 95.0
 #: Exponent ``k`` of ``p = clip(v / P_q, 0, 1) ** k``: ``log(0.5) / log(t*)`` with
-#: ``t*`` the pooled-F1-optimal threshold of the scaled vesselness on DRIVE training,
-#: so that ``p >= 0.5`` is that optimal segmentation.
-PROB_EXPONENT: float = 1.0
+#: ``t* = 0.35`` the pooled-F1-optimal threshold of ``clip(v / P_95, 0, 1)`` on DRIVE
+#: training (F1 0.687 there), so that ``p >= 0.5`` is that optimal segmentation.
+PROB_EXPONENT: float = 0.6603
 #: Default threshold on the probability map (``p >= 0.5``; see :data:`PROB_EXPONENT`).
 DEFAULT_THRESHOLD: float = 0.5
 

@@ -148,10 +148,16 @@ def find_prediction_files(folder: str | os.PathLike[str], ids: Sequence[str]) ->
             by_stem.setdefault(entry.stem, []).append(entry)
     missing = [i for i in ids if i not in by_stem]
     if missing:
-        shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
+        shown = ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else "")
+        wanted = set(ids)
+        others = [files[0].name for stem, files in by_stem.items() if stem not in wanted]
+        hint = (
+            f"; the folder holds {len(others)} file(s) for other ids, e.g. {', '.join(others[:3])}"
+            if others else ""
+        )
         raise RetsamInputError(
             f"no prediction file in {folder} for {len(missing)} of {len(ids)} samples: {shown} "
-            f"(expected <id>.npy, .png, .tif or .tiff)"
+            f"(expected <id>.npy, .png, .tif or .tiff){hint}"
         )
     matched: dict[str, Path] = {}
     for i in ids:

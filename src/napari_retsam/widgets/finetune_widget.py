@@ -428,10 +428,13 @@ class FinetuneWidget(QWidget):
         return worker
 
     def cancel(self) -> None:
-        """Ask the run to stop after the current step (``last.pt`` keeps the progress)."""
+        """Ask the run to stop after the current step (``last.pt`` keeps the progress).
+
+        Cooperative only (the loop polls the flag after every micro-batch): the
+        worker is not ``quit()``, so its ``returned`` signal still delivers the
+        result of the stopped run.
+        """
         self._stop.set()
-        if self._worker is not None:
-            self._worker.quit()
         self.status_label.setText("stopping after the current step…")
 
     def _on_progress(self, done: int, total: int, message: str) -> None:

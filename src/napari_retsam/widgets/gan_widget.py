@@ -349,15 +349,26 @@ class GanWidget(QWidget):
         """Generate in a worker thread; the layers are written when it returns. Returns the worker."""
         from napari_retsam.gan.sample import check_count, check_seed
 
+        from napari_retsam.gan.checkpoint import load_generator
+
         path = self._checkpoint_path()
         n = check_count(self.n_spin.value())
         seed = check_seed(self.seed_spin.value())
         masks = self._conditional_masks()
+        ckpt = load_generator(path)  # checked here, so a wrong file or mode is reported at once
+        if ckpt.mode == "conditional" and masks is None:
+            raise RetsamInputError("this generator is conditional: choose a Labels layer with the vessel mask(s)")
+        if ckpt.mode != "conditional" and masks is not None:
+            raise RetsamInputError("this generator is not conditional (it makes its own masks); "
+                                   f"set the mask layer to {NO_LAYER!r}")
+        if masks is not None and masks.shape[-2:] != (ckpt.size, ckpt.size):
+            raise RetsamInputError(f"the mask layer is {masks.shape[-2]}×{masks.shape[-1]} but the generator "
+                                   f"makes {ckpt.size}×{ckpt.size} images")
 
         def job():
             from napari_retsam.gan.sample import generate
 
-            return generate(path, n, seed, masks=masks)
+            return generate(ckpt, n, seed, masks=masks)
 
         worker = create_worker(job, _start_thread=False)
         worker.returned.connect(lambda result: self._on_generated(result, path))

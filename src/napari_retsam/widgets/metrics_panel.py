@@ -24,6 +24,7 @@ a red status line, never a traceback.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -151,6 +152,7 @@ class MetricsPanel(QWidget):
         self._worker: Any = None
         self._busy_ids: set[int] = set()
         self._links = _EventLinks()
+        self._seen: weakref.WeakSet[Layer] = weakref.WeakSet()  # layers already offered
         self._last_auto_error: str | None = None
         self._updating_choices = False
 
@@ -342,16 +344,20 @@ class MetricsPanel(QWidget):
     def refresh_choices(self, guess: bool = False) -> None:
         """Rebuild the layer choices from the viewer, keeping what is still there.
 
-        With ``guess=True`` (first time), pre-select a gold standard / FOV /
-        predictions from layer names ("gold", "manual", "fov", "prob", ...).
+        Layers the panel has not seen before are pre-selected from their names:
+        the first "gold"/"manual"/... layer becomes the gold standard and the first
+        "fov" layer the FOV if none is chosen yet, and "prob"/"pred"/"frangi"/...
+        layers are ticked as predictions. ``guess=True`` (first time) also picks
+        the first prediction for the error overlay.
         """
         candidates = self._candidates()
         before = self._selection_key()
         checked = {id(layer) for layer in self.selected_predictions()}
         gold, fov = self.gold_layer(), self.fov_layer()
-        if guess:
-            gold = gold or self._guess(candidates, _GOLD_HINTS, exclude=())
-            fov = fov or self._guess(candidates, _FOV_HINTS, exclude=(gold,))
+        new = [layer for layer in candidates if layer not in self._seen]
+        gold = gold or self._guess(new, _GOLD_HINTS, exclude=())
+        fov = fov or self._guess(new, _FOV_HINTS, exclude=(gold,))
+        self._seen.update(candidates)
         self._updating_choices = True
         try:
             self.pred_list.clear()
@@ -360,7 +366,7 @@ class MetricsPanel(QWidget):
                 item.setData(Qt.UserRole, layer)
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
                 ticked = id(layer) in checked
-                if guess and not checked and layer is not gold and layer is not fov:
+                if layer in new and layer is not gold and layer is not fov:
                     ticked = any(h in layer.name.lower() for h in _PRED_HINTS)
                 item.setCheckState(Qt.Checked if ticked else Qt.Unchecked)
                 self.pred_list.addItem(item)

@@ -299,10 +299,9 @@ class SegmentWidget(QWidget):
         worker = create_worker(
             self.engine.run, key, image.data, n_slices is not None, plan.boxes, tile, overlap,
             auto=auto, progress=self._relay.progressed.emit, should_stop=lambda: self._stop_requested,
-            _start_thread=False,
+            _start_thread=False, _connect={"errored": self._on_error},
         )
         worker.returned.connect(lambda results: self._on_result(image, results, auto))
-        worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.segment_button.setEnabled(False)
