@@ -58,7 +58,7 @@ def test_auc_on_synthetic_fundus_well_above_chance(fundus, fundus_prob) -> None:
     from sklearn.metrics import roc_auc_score
 
     auc = roc_auc_score(fundus.vessels[fundus.fov], fundus_prob[fundus.fov])
-    assert auc > 0.92  # measured 0.964 at size 256 (seed 2)
+    assert auc > 0.92  # measured 0.955 at size 256 (seed 2)
 
 
 def test_segment_mask_is_thresholded_probability(fundus, fundus_prob) -> None:
@@ -68,8 +68,8 @@ def test_segment_mask_is_thresholded_probability(fundus, fundus_prob) -> None:
     assert mask.dtype == bool and not (mask & ~fundus.fov).any()
     # Most detected pixels are real vessels (precision), and many vessels are found.
     tp = (mask & fundus.vessels).sum()
-    assert tp / mask.sum() > 0.6
-    assert tp / fundus.vessels.sum() > 0.35
+    assert tp / mask.sum() > 0.45  # measured 0.575 (seed 2, size 256)
+    assert tp / fundus.vessels.sum() > 0.7  # measured 0.871
     _, mask_low = frangi_segment(fundus.image, fundus.fov, threshold=0.2)
     assert mask_low.sum() > mask.sum()
     _, mask_zero = frangi_segment(fundus.image, fundus.fov, threshold=0.0)

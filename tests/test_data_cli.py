@@ -158,3 +158,16 @@ def test_real_entry_point_in_subprocess(drive_root: Path) -> None:
     first, last = proc.stdout.strip().splitlines()[0], proc.stdout.strip().splitlines()[-1]
     assert json.loads(first)["n_samples"] == 3
     assert last == "NOTORCH"
+
+
+def test_info_folder_without_annotations(retsam, folder_root_nofov: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder_root_nofov / "masks")
+    code, out, _ = retsam("data", "info", "--dataset", "folder", "--root", folder_root_nofov, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["has_gold"] is False
+    assert info["vessel_pixels"] is None and info["vessel_fraction"] is None
+    assert info["fov_computed"] == 3 and info["fov_pixels"] > 0
+    code, out, _ = retsam("data", "info", "--dataset", "folder", "--root", folder_root_nofov)
+    assert code == 0 and "n/a" in out.splitlines()[-1]

@@ -174,8 +174,9 @@ def test_chase_missing_annotation(chase_root: Path) -> None:
     assert len(open_dataset("chase", chase_root, split="train", annotator=1)) == 2
 
 
-def test_chase_name_alias(chase_root: Path) -> None:
-    assert open_dataset("CHASE_DB1", chase_root, split="all").name == "chase"
+@pytest.mark.parametrize("alias", ["CHASE_DB1", "chase-db1", "Chase"])
+def test_chase_name_alias(chase_root: Path, alias: str) -> None:
+    assert open_dataset(alias, chase_root, split="all").name == "chase"
 
 
 # ------------------------------------------------------------------ generic folder
@@ -258,3 +259,14 @@ def test_import_is_pure() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", out.stdout
+
+
+def test_empty_shipped_fov_and_non_binary_gold_are_refused(folder_root: Path) -> None:
+    Image.fromarray(np.zeros((40, 48), np.uint8)).save(folder_root / "fov/a.png")
+    with pytest.raises(RetsamInputError, match="field of view of a.png is empty"):
+        open_dataset("folder", folder_root)[0]
+    labels = np.zeros((40, 48), np.uint8)
+    labels[5:10, 5:10], labels[20:25, 20:25] = 1, 2  # a two-class label image
+    Image.fromarray(labels).save(folder_root / "masks/b.gif", format="GIF")
+    with pytest.raises(RetsamInputError, match="b.gif is not binary"):
+        open_dataset("folder", folder_root)[1]

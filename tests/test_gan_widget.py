@@ -14,15 +14,13 @@ from napari_retsam.widgets.gan_widget import IMAGES_LAYER, MASKS_LAYER, PREVIEW_
 pytestmark = pytest.mark.napari
 
 
-def _wait(qtbot, worker, timeout: int = 60_000) -> None:
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
-
-
-def _errors(monkeypatch) -> list[str]:
-    shown: list[str] = []
-    monkeypatch.setattr("napari_retsam.widgets._common.show_error", shown.append)
-    return shown
+def _run(qtbot, widget: GanWidget, start, timeout: int = 60_000):
+    """Start a widget job and wait until its worker has finished (counted by the widget)."""
+    before = widget.finished_jobs
+    worker = start()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.finished_jobs > before, timeout=timeout)
+    return worker
 
 
 def test_generate_same_seed_same_layers_then_export(make_napari_viewer, qtbot, gan_checkpoint, tmp_path: Path) -> None:
@@ -31,8 +29,7 @@ def test_generate_same_seed_same_layers_then_export(make_napari_viewer, qtbot, g
     w.checkpoint_edit.setText(str(gan_checkpoint))
     w.n_spin.setValue(3)
     w.seed_spin.setValue(11)
-    worker = w.generate()
-    _wait(qtbot, worker)
+    _run(qtbot, w, w.generate)
     qtbot.waitUntil(lambda: IMAGES_LAYER in viewer.layers and MASKS_LAYER in viewer.layers, timeout=10_000)
     images = np.asarray(viewer.layers[IMAGES_LAYER].data).copy()
     masks = np.asarray(viewer.layers[MASKS_LAYER].data).copy()
@@ -43,7 +40,7 @@ def test_generate_same_seed_same_layers_then_export(make_napari_viewer, qtbot, g
     ref = generate(gan_checkpoint, 3, 11)
     assert np.array_equal(images, ref.images) and np.array_equal(masks > 0, ref.masks)
     # again with the same seed: same data, layers reused
-    _wait(qtbot, w.generate())
+    _run(qtbot, w, w.generate)
     qtbot.wait(50)
     assert np.array_equal(np.asarray(viewer.layers[IMAGES_LAYER].data), images)
     assert len([layer for layer in viewer.layers if layer.name == IMAGES_LAYER]) == 1
@@ -69,7 +66,7 @@ def test_bad_input_becomes_notifications(make_napari_viewer, qtbot, gan_checkpoi
     w.mask_layer_combo.setCurrentIndex(0)
     # image-only generator: images shown, no mask layer, export refused
     w.checkpoint_edit.setText(str(gan_image_only_checkpoint))
-    _wait(qtbot, w.generate())
+    _run(qtbot, w, w.generate)
     qtbot.waitUntil(lambda: IMAGES_LAYER in viewer.layers, timeout=10_000)
     assert MASKS_LAYER not in viewer.layers
     w.export_edit.setText(str(tmp_path / "x"))
@@ -86,7 +83,7 @@ def test_conditional_generation_from_a_labels_layer(make_napari_viewer, qtbot, g
     w.checkpoint_edit.setText(str(gan_conditional_checkpoint))
     w.mask_layer_combo.setCurrentText("vessels")
     w.n_spin.setValue(2)
-    _wait(qtbot, w.generate())
+    _run(qtbot, w, w.generate)
     qtbot.waitUntil(lambda: MASKS_LAYER in viewer.layers, timeout=10_000)
     from napari_retsam.gan.checkpoint import load_generator
 
@@ -101,9 +98,7 @@ def test_train_with_preview_then_report(make_napari_viewer, qtbot, gan_folder, t
     w.root_edit.setText(str(gan_folder))
     w.split_combo.setCurrentText("all")
     w.out_edit.setText(str(tmp_path / "run"))
-    worker = w.start_training(tiny_config(iterations=2, sample_every=1))
-    assert worker is not None
-    _wait(qtbot, worker)
+    _run(qtbot, w, lambda: w.start_training(tiny_config(iterations=2, sample_every=1)))
     qtbot.waitUntil(lambda: w.last_train_result is not None, timeout=10_000)
     assert w.last_train_result["iteration"] == 2 and w.progress.value() == 2
     assert PREVIEW_LAYER in viewer.layers and viewer.layers[PREVIEW_LAYER].rgb
@@ -114,7 +109,7 @@ def test_train_with_preview_then_report(make_napari_viewer, qtbot, gan_folder, t
     w.report_dataset_combo.setCurrentText("folder")
     w.report_root_edit.setText(str(gan_folder))
     w.report_split_combo.setCurrentText("all")
-    _wait(qtbot, w.report(), timeout=120_000)
+    _run(qtbot, w, w.report, timeout=120_000)
     qtbot.waitUntil(lambda: w.last_report is not None, timeout=10_000)
     assert "pairing Dice" in w.report_text.text()
     assert len(w.report_figure.axes) == 3
@@ -128,9 +123,13 @@ def test_cancel_stops_and_saves_a_resumable_checkpoint(make_napari_viewer, qtbot
     w.split_combo.setCurrentText("all")
     w.out_edit.setText(str(tmp_path / "run"))
     w.cancel_training()  # nothing running: no effect
-    worker = w.start_training(tiny_config(iterations=10_000, sample_every=0, checkpoint_every=10_000))
-    worker.yielded.connect(lambda event: w.cancel_training())  # cancel after the first iteration
-    _wait(qtbot, worker)
+
+    def start():
+        worker = w.start_training(tiny_config(iterations=10_000, sample_every=0, checkpoint_every=10_000))
+        worker.yielded.connect(lambda event: w.cancel_training())  # cancel after the first iteration
+        return worker
+
+    _run(qtbot, w, start)
     qtbot.waitUntil(lambda: w.last_train_result is not None, timeout=10_000)
     done = w.last_train_result["iteration"]
     assert 1 <= done < 10_000

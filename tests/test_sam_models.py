@@ -51,7 +51,10 @@ def test_tiny_config_sizes_and_unknown_type():
 def test_fusion_block_is_exact_identity_until_trained():
     block = FeatureFusionBlock(32, 8)
     emb = torch.randn(2, 32, 5, 6)
-    assert torch.equal(block(emb), emb)
+    assert torch.equal(block(emb), emb)  # computed path (autograd on)
+    assert torch.equal(block.correction(emb), torch.zeros_like(emb))
+    with torch.no_grad():
+        assert block.is_identity() and torch.equal(block(emb), emb)  # inference shortcut
     with torch.no_grad():
         block.conv2.weight.normal_()
     assert not torch.allclose(block(emb), emb)

@@ -185,3 +185,46 @@ def test_signature_changes_with_model_and_tile(tiny_sam, tiny_finetuned_checkpoi
     # a fine-tuned decoder over the same base shares the encoder's embeddings
     finetuned = load_sam(tiny_finetuned_checkpoint, device="cpu")
     assert signature_key(sig) == signature_key(embedding_signature(finetuned, "abc", (0, 0, 10, 10)))
+
+
+def test_auto_mode_turns_generator_masks_into_probability(tiny_sam, image, monkeypatch):
+    import segment_anything
+
+    from napari_retsam.sam.auto import auto_segment
+
+    small = np.zeros((90, 120), bool)
+    small[10:20, 10:40] = True  # 300 px
+    big = np.zeros((90, 120), bool)
+    big[:, :100] = True  # 9000 px: the "whole fundus" kind of mask
+    records = [
+        {"segmentation": small, "area": 300, "predicted_iou": 0.9},
+        {"segmentation": big, "area": 9000, "predicted_iou": 0.97},
+        {"segmentation": np.roll(small, 5, axis=0), "area": 300, "predicted_iou": 1.2},
+    ]
+
+    class FakeGenerator:
+        def __init__(self, sam, **kwargs):
+            assert sam is tiny_sam.sam and kwargs["points_per_side"] == 8
+            self.kwargs = kwargs
+
+        def generate(self, rgb):
+            assert rgb.shape == (90, 120, 3) and rgb.dtype == np.uint8
+            return records
+
+    monkeypatch.setattr(segment_anything, "SamAutomaticMaskGenerator", FakeGenerator)
+    result = auto_segment(tiny_sam, image, points_per_side=8, max_area_fraction=0.05)
+    expected = np.zeros((90, 120), np.float32)
+    expected[10:20, 10:40] = 0.9
+    expected[15:25, 10:40] = 1.0  # IoU clipped to 1, max over masks
+    assert np.array_equal(result.prob, expected) and np.array_equal(result.mask, expected >= 0.5)
+
+
+def test_auto_mode_runs_the_real_generator(tiny_sam, image):
+    from napari_retsam.sam.auto import auto_segment
+
+    result = auto_segment(tiny_sam, image, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                          max_area_fraction=1.0)
+    assert result.prob.shape == (90, 120) and result.prob.dtype == np.float32
+    assert 0.0 <= result.prob.min() and result.prob.max() <= 1.0
+    with pytest.raises(RetsamInputError):
+        auto_segment(tiny_sam, image, points_per_side=0)

@@ -144,19 +144,19 @@ def _format_table(info: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``retsam data info``; returns the exit code (errors raise RetsamInputError)."""
     from napari_retsam.data import DATASETS, SPLITS
+    from napari_retsam.data.layouts import canonical_name
     from napari_retsam.errors import RetsamInputError
 
     if not args.dataset:
         raise RetsamInputError(f"data info needs --dataset ({', '.join(DATASETS)})")
     if not args.root:
         raise RetsamInputError("data info needs --root DIR (the dataset's folder)")
-    if str(args.dataset).lower() not in DATASETS:
-        raise RetsamInputError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    name = canonical_name(args.dataset)
     if str(args.split).lower() not in SPLITS:
         raise RetsamInputError(f"unknown split {args.split!r}; choose one of {', '.join(SPLITS)}")
     if str(args.annotator) not in ("1", "2"):
         raise RetsamInputError(f"--annotator must be 1 or 2, got {args.annotator!r}")
-    info = dataset_info(str(args.dataset).lower(), args.root, str(args.split).lower(), int(args.annotator))
+    info = dataset_info(name, args.root, str(args.split).lower(), int(args.annotator))
     if args.json:
         sys.stdout.write(json.dumps(info) + "\n")
     else:

@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_retsam.data.fov import compute_fov, fov_with_gold
 from napari_retsam.data.imageio import read_binary_mask, read_image
-from napari_retsam.data.layouts import DATASETS, Entry, list_entries
+from napari_retsam.data.layouts import DATASETS, Entry, canonical_name, list_entries
 from napari_retsam.data.splits import SPLITS, check_split
 from napari_retsam.errors import RetsamInputError
 
@@ -144,10 +144,9 @@ def open_dataset(name: str, root: str | Path, split: str = "test", annotator: in
     folder: ``masks/`` / ``masks2/``). Raises :class:`RetsamInputError` for an
     unknown name/split/annotator, a missing folder, or missing/unmatched files.
     """
-    key = str(name).lower()
+    key = canonical_name(name)
     split = check_split(split)
     entries = list_entries(key, root, split, annotator)
     if not entries:
         raise RetsamInputError(f"the {split} split of {name} at {root} has no samples")
-    canonical = {"chase_db1": "chase", "chasedb1": "chase"}.get(key, key)
-    return Dataset(canonical, Path(root), split, int(annotator), entries)
+    return Dataset(key, Path(root), split, int(annotator), entries)

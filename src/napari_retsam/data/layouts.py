@@ -37,6 +37,7 @@ __all__ = [
     "detect_dataset",
     "drive_entries",
     "folder_entries",
+    "canonical_name",
     "list_entries",
     "stare_entries",
 ]
@@ -332,12 +333,18 @@ def folder_entries(root: str | Path, split: str = "test", annotator: int = 1) ->
 _ENTRY_FUNCS = {"drive": drive_entries, "stare": stare_entries, "chase": chase_entries, "folder": folder_entries}
 
 
+def canonical_name(name: str) -> str:
+    """``"DRIVE"`` -> ``"drive"``, ``"CHASE_DB1"``/``"chase-db1"`` -> ``"chase"``; unknown names raise."""
+    key = str(name).strip().lower().replace("-", "_")
+    key = {"chase_db1": "chase", "chasedb1": "chase", "generic": "folder"}.get(key, key)
+    if key not in DATASETS:
+        raise RetsamInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return key
+
+
 def list_entries(name: str, root: str | Path, split: str = "test", annotator: int = 1) -> list[Entry]:
     """Dispatch to the ``*_entries`` function of dataset ``name``."""
-    key = str(name).lower().replace("_db1", "").replace("-", "")
-    if key not in _ENTRY_FUNCS:
-        raise RetsamInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return _ENTRY_FUNCS[key](root, split, annotator)
+    return _ENTRY_FUNCS[canonical_name(name)](root, split, annotator)
 
 
 def detect_dataset(path: str | Path) -> tuple[str, str] | None:

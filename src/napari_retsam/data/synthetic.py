@@ -142,7 +142,7 @@ class _TreeGrower:
         pending: list[tuple[np.ndarray, float, float, float, float]] = []
         while width >= MIN_WIDTH:
             # Smooth random turning (an Ornstein-Uhlenbeck process on the turn rate).
-            turn_rate = 0.8 * turn_rate + rng.normal(0.0, 0.06)
+            turn_rate = 0.85 * turn_rate + rng.normal(0.0, 0.08)
             angle += turn_rate * self.step / (0.02 * self.size) * 0.5 + bend * self.step / self.size
             pos = pos + self.step * np.array([math.sin(angle), math.cos(angle)])
             travelled += self.step

@@ -10,7 +10,8 @@ transformer features as a residual correction before the mask decoder::
 ``conv3x3_1``: C -> H channels, ``LN``: channel LayerNorm (SAM's ``LayerNorm2d``),
 ``conv3x3_2``: H -> C channels. ``conv3x3_2`` starts with zero weight and bias, so
 an untrained block is exactly the identity (``F(E) == E`` bit for bit) and a
-model that has not been fine-tuned gives exactly plain SAM's output. Fine-tuning
+model that has not been fine-tuned gives exactly plain SAM's output (at
+inference, with autograd off, an identity block skips its convolutions). Fine-tuning
 learns the correction; the block's weights travel in the project's checkpoints
 (key ``"fusion"``, with ``"fusion_config"`` = ``{"channels": C, "hidden": H}``).
 """
@@ -65,7 +66,13 @@ class FeatureFusionBlock(nn.Module):
             raise ValueError(
                 f"expected a B×{self.channels}×h×w embedding, got shape {tuple(embedding.shape)}"
             )
+        if not torch.is_grad_enabled() and self.is_identity():
+            return embedding  # E + 0 == E exactly; skip two convolutions at inference
         return embedding + self.correction(embedding)
+
+    def is_identity(self) -> bool:
+        """True while the last convolution is all zeros (the block returns E unchanged)."""
+        return not bool(torch.any(self.conv2.weight)) and not bool(torch.any(self.conv2.bias))
 
     def config(self) -> dict[str, Any]:
         """Plain-value description stored next to the weights in checkpoints."""

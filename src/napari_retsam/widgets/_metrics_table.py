@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QFont, QFontMetrics
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from napari_retsam.widgets._metrics_compute import METRIC_COLUMNS, TABLE_HEADER, TableRow
@@ -19,6 +20,7 @@ from napari_retsam.widgets._metrics_compute import METRIC_COLUMNS, TABLE_HEADER,
 __all__ = ["MetricsTable"]
 
 _NUMBER_FORMAT = "{:.4f}"
+_FONT_PX = 11  # a compact font so that the seven metric columns fit a dock widget
 
 
 class MetricsTable(QTableWidget):
@@ -32,11 +34,15 @@ class MetricsTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         header = self.horizontalHeader()
         self.setStyleSheet(
-            "QTableView { font-size: 11px; } QTableView::item { padding: 0px 2px; }"
-            " QHeaderView::section { font-size: 11px; padding: 1px 2px; }"
+            f"QTableView {{ font-size: {_FONT_PX}px; }} QTableView::item {{ padding: 0px 2px; }}"
+            f" QHeaderView::section {{ font-size: {_FONT_PX}px; padding: 1px 2px; }}"
         )
         self.setWordWrap(False)
-        header.setMinimumSectionSize(30)
+        # numbers are never elided: below this width the table scrolls sideways instead
+        font = QFont(self.font())
+        font.setPixelSize(_FONT_PX)
+        font.setBold(True)  # summary rows are bold
+        header.setMinimumSectionSize(QFontMetrics(font).horizontalAdvance("0.0000") + 10)
         header.setSectionResizeMode(QHeaderView.Stretch)  # metric columns share the width
         header.setSectionResizeMode(0, QHeaderView.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeToContents)

@@ -348,6 +348,14 @@ class FinetuneWidget(QWidget):
             synthetic=[synthetic] if synthetic else [], synthetic_ratio=self.synthetic_ratio.value(),
             pairs=layer_pairs(images, labels),
         )
+        if not (options.dataset or options.synthetic or options.pairs):
+            raise RetsamInputError("no training data: choose a dataset folder, a synthetic folder or layer pairs")
+        if options.dataset and not options.root:
+            raise RetsamInputError("choose the dataset folder")
+        from napari_retsam.training.data import items_from_arrays
+
+        for k, (image, mask) in enumerate(options.pairs):  # shape checks now, in the GUI thread
+            items_from_arrays(image, mask, prefix=f"{self._pairs[k][0]}+{self._pairs[k][1]}")
         out_text = self.out_edit.text().strip()
         if not out_text:
             raise RetsamInputError("choose an output folder for the checkpoints")

@@ -98,6 +98,8 @@ class GanWidget(QWidget):
         self._generated_checkpoint: str | None = None
         self.last_train_result: Any = None
         self.last_report: dict[str, Any] | None = None
+        #: workers finished so far (train, generate, report), counted on the main thread
+        self.finished_jobs = 0
 
         self.tabs = QTabWidget(self)
         self.tabs.addTab(self._build_train_tab(), "Train")
@@ -225,6 +227,7 @@ class GanWidget(QWidget):
         worker.returned.connect(self._on_train_done)
         worker.errored.connect(worker_error_handler)
         worker.finished.connect(self._on_train_finished)
+        worker.finished.connect(self._job_finished)
         self.train_worker = worker
         self.progress.setRange(0, config.iterations)
         self.progress.setValue(0)
@@ -233,6 +236,9 @@ class GanWidget(QWidget):
         self.cancel_button.setEnabled(True)
         worker.start()
         return worker
+
+    def _job_finished(self) -> None:
+        self.finished_jobs += 1
 
     def cancel_training(self) -> None:
         """Ask the training loop to stop after the current iteration (it saves its checkpoint)."""
@@ -373,6 +379,7 @@ class GanWidget(QWidget):
         worker = create_worker(job, _start_thread=False)
         worker.returned.connect(lambda result: self._on_generated(result, path))
         worker.errored.connect(worker_error_handler)
+        worker.finished.connect(self._job_finished)
         self.generate_worker = worker
         self.generate_status.setText(f"generating {n} samples…")
         worker.start()
@@ -445,6 +452,7 @@ class GanWidget(QWidget):
         worker = create_worker(job, _start_thread=False)
         worker.returned.connect(self._on_report)
         worker.errored.connect(worker_error_handler)
+        worker.finished.connect(self._job_finished)
         self.report_worker = worker
         self.generate_status.setText("computing the quality report…")
         worker.start()
