@@ -154,3 +154,16 @@ def test_undefined_sensitivity_shows_reason():
     assert row.values["auc"] is None and row.notes["auc"]
     assert row.values["sp"] == 1.0 and not math.isnan(row.values["pa"])
     assert result.curves == () and result.roc_notes
+
+
+def test_logits_refused_unless_sigmoid_asked():
+    gold, prob = _arrays()
+    logits = (prob - 0.5) * 8.0  # values in [-4, 4]
+    request = PanelRequest(predictions=(PredictionInput("logits", logits),), gold=gold, overlay="logits")
+    with pytest.raises(RetsamInputError, match=r"\[0, 1\].*sigmoid"):
+        compute_panel(request)
+    result = compute_panel(PanelRequest(**{**request.__dict__, "sigmoid": True}))
+    ref = evaluate(logits, gold, sigmoid=True)
+    assert result.rows[0].values["se"] == ref.se and result.rows[0].values["auc"] == ref.auc
+    assert int((result.overlay == 1).sum()) == ref.tp  # sigmoid(x) >= 0.5  <=>  x >= 0
+    assert "sigmoid" in result.protocol
