@@ -119,3 +119,38 @@ def test_bad_threshold_and_fov(sample_files, tmp_path, capsys) -> None:
     empty_fov = tmp_path / "empty_fov.png"
     Image.fromarray(np.zeros((128, 128), np.uint8)).save(empty_fov)
     _expect_exit_2(["baseline", "--image", img, "--out", out, "--fov", str(empty_fov)], capsys, "")
+
+
+def test_dataset_mode_writes_evaluable_predictions(tmp_path, capsys) -> None:
+    from napari_retsam.data import open_dataset
+    from napari_retsam.data.synthetic import write_synthetic_folder
+
+    root = write_synthetic_folder(tmp_path / "ds", n=2, seed=5, size=96)
+    out_dir = tmp_path / "pred"
+    rc = main(["baseline", "--dataset", "folder", "--root", str(root), "--split", "all",
+               "--out-dir", str(out_dir), "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_samples"] == 2 and [r["id"] for r in summary["samples"]] == ["synth_000", "synth_001"]
+    for sample in open_dataset("folder", root, split="all"):
+        prob, mask = frangi_segment(sample.image, sample.fov)
+        assert np.array_equal(np.load(out_dir / f"{sample.id}.npy"), prob)
+        assert np.array_equal(_read(out_dir / "masks" / f"{sample.id}.png") == 255, mask)
+    # The folder is what `retsam evaluate` reads (probabilities preferred: AUC defined).
+    rc = main(["evaluate", "--dataset", "folder", "--root", str(root), "--split", "all",
+               "--pred", str(out_dir), "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0.5 < report["auc"] <= 1.0
+
+
+def test_mode_errors(sample_files, tmp_path, capsys) -> None:
+    img = str(sample_files["image"])
+    _expect_exit_2(["baseline", "--image", img], capsys, "--out")
+    _expect_exit_2(["baseline", "--out", str(tmp_path / "m.png")], capsys, "--image")
+    _expect_exit_2(["baseline", "--image", img, "--out", str(tmp_path / "m.png"), "--dataset", "drive"],
+                   capsys, "not both")
+    _expect_exit_2(["baseline", "--dataset", "folder", "--root", str(tmp_path), "--out-dir", str(tmp_path / "o"),
+                    "--prob-out", str(tmp_path / "p.npy")], capsys, "image mode")
+    _expect_exit_2(["baseline", "--dataset", "folder", "--root", str(tmp_path / "missing"),
+                    "--out-dir", str(tmp_path / "o")], capsys, "")

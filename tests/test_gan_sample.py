@@ -57,6 +57,13 @@ def test_export_writes_identical_files_and_a_full_manifest(gan_checkpoint, tmp_p
     ds = open_dataset("folder", tmp_path / "a", "all")
     assert list(ds.ids) == manifest["ids"] and ds[0].gold is not None and not ds[0].fov_computed
     assert m2.name == "manifest.json"
+    # exported files get the usual permissions, not the atomic writer's private 0600
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in (m1, tmp_path / "a" / "images" / "gan_00000.png"):
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_export_refuses_non_empty_folder_unless_overwrite(gan_checkpoint, tmp_path: Path) -> None:
@@ -121,7 +128,7 @@ def test_conditional_generation_and_mode_mismatches(gan_conditional_checkpoint, 
     write_png(tmp_path / "m" / "b.png", masks[1].astype(np.uint8) * 255)
     write_png(tmp_path / "m" / "a.png", masks[0].astype(np.uint8) * 255)
     manifest = sample_and_export(gan_conditional_checkpoint, 3, 0, tmp_path / "o", mask_dir=tmp_path / "m")
-    assert json.loads(manifest.read_text())["settings"]["mask_dir_files"] == ["a", "b", "a"]
+    assert json.loads(manifest.read_text())["settings"]["mask_files"] == ["a", "b", "a"]
     assert np.array_equal(read_binary_mask(tmp_path / "o" / "masks" / "gan_00002.png"), masks[0] & ckpt.fov_template)
 
 

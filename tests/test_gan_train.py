@@ -13,7 +13,7 @@ from fixtures_gan import tiny_config, tiny_pairs
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.gan import losses as gan_losses
 from napari_retsam.gan.checkpoint import load_generator
-from napari_retsam.gan.train import DistContext, GanDivergedError, GanTrainer, read_loss_log, train_gan
+from napari_retsam.gan.train import GanDivergedError, GanTrainer, read_loss_log, train_gan
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,15 @@ def test_conditional_generation_from_a_labels_layer(make_napari_viewer, qtbot, g
 
     fov = load_generator(gan_conditional_checkpoint).fov_template
     assert np.array_equal(np.asarray(viewer.layers[MASKS_LAYER].data) > 0, (mask > 0) & fov)
+    # warped: one mask → n different masks, same seed → same masks
+    from napari_retsam.gan.masks import augment_masks
+
+    w.warp_check.setChecked(True)
+    _run(qtbot, w, w.generate)
+    qtbot.wait(50)
+    got = np.asarray(viewer.layers[MASKS_LAYER].data) > 0
+    assert np.array_equal(got, augment_masks(mask > 0, w.seed_spin.value(), fov=fov))
+    assert not np.array_equal(got[0], got[1])
 
 
 def test_train_with_preview_then_report(make_napari_viewer, qtbot, gan_folder, tmp_path: Path) -> None:

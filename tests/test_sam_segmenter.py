@@ -228,3 +228,18 @@ def test_auto_mode_runs_the_real_generator(tiny_sam, image):
     assert 0.0 <= result.prob.min() and result.prob.max() <= 1.0
     with pytest.raises(RetsamInputError):
         auto_segment(tiny_sam, image, points_per_side=0)
+
+
+def test_trained_fusion_is_applied_and_its_memo_follows_weight_changes(tiny_finetuned_checkpoint, image):
+    from napari_retsam.sam.checkpoints import load_sam
+
+    model = load_sam(tiny_finetuned_checkpoint, device="cpu")
+    assert not model.fusion.is_identity()
+    seg = Segmenter(model)
+    box = [10.0, 5.0, 100.0, 80.0]
+    np.testing.assert_allclose(seg.segment(image, [box], tile=0).prob, _manual_whole_image(model, image, box), atol=1e-6)
+    with torch.no_grad():
+        model.fusion.conv2.weight.mul_(3.0)  # in-place change, as an optimiser step does
+    changed = seg.segment(image, [box], tile=0)
+    assert changed.n_embedded == 0  # encoder output still cached ...
+    np.testing.assert_allclose(changed.prob, _manual_whole_image(model, image, box), atol=1e-6)  # ... fusion redone

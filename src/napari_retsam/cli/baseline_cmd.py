@@ -1,9 +1,11 @@
-"""``retsam baseline``: Frangi vesselness segmentation of one fundus image.
+"""``retsam baseline``: Frangi vesselness segmentation of one image or of a dataset.
 
 ::
 
     retsam baseline --image IMG --out MASK.png [--prob-out PROB.npy|PROB.png]
                     [--fov FOV.png] [--threshold T] [--json]
+    retsam baseline --dataset NAME --root DIR [--split test] --out-dir PRED_DIR
+                    [--threshold T] [--json]
 
 Reads an image (any format :func:`napari_retsam.data.read_image` reads), takes
 the FOV from ``--fov`` or computes it from the image
@@ -13,6 +15,11 @@ the FOV from ``--fov`` or computes it from the image
 probability map: ``.npy`` float32 in ``[0, 1]``, or ``.png``/``.tif`` 8-bit
 ``round(255 * p)`` (the encoding ``retsam evaluate`` decodes). Files are written
 atomically. ``--json`` prints one JSON summary object.
+
+Dataset mode runs every sample of a dataset split (its shipped or computed FOV)
+and writes ``PRED_DIR/<id>.npy`` (probability, float32) and
+``PRED_DIR/masks/<id>.png`` (0/255), so that
+``retsam evaluate --dataset NAME --root DIR --pred PRED_DIR`` scores it.
 
 Only the standard library is imported at module level (never torch, napari, Qt).
 """
@@ -45,12 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "  retsam baseline --image 01_test.tif --out 01_test.png\n"
             "  retsam baseline --image 01_test.tif --fov 01_test_mask.gif --out mask.png "
             "--prob-out prob.npy --json\n"
-            "  retsam baseline --image im0001.ppm --out mask.png --threshold 0.4"
+            "  retsam baseline --image im0001.ppm --out mask.png --threshold 0.4\n"
+            "  retsam baseline --dataset drive --root data/DRIVE --split test --out-dir frangi/\n"
+            "  retsam evaluate --dataset drive --root data/DRIVE --pred frangi/"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--image", required=True, help="input fundus image (png, tif, jpg, gif, ppm, npy, ...)")
-    parser.add_argument("--out", required=True, help="output vessel mask, .png or .tif (0/255)")
+    parser.add_argument("--image", help="input fundus image (png, tif, jpg, gif, ppm, npy, ...)")
+    parser.add_argument("--out", help="output vessel mask, .png or .tif (0/255) (image mode)")
+    parser.add_argument("--dataset", help="dataset mode: drive, stare, chase or folder")
+    parser.add_argument("--root", help="dataset root folder (dataset mode)")
+    parser.add_argument("--split", default="test", help="train, test or all (dataset mode, default: test)")
+    parser.add_argument("--out-dir", help="dataset mode: folder for <id>.npy probabilities and masks/<id>.png")
     parser.add_argument("--prob-out", default=None,
                         help="also write the probability map: .npy (float32) or .png/.tif (8-bit, p x 255)")
     parser.add_argument("--fov", default=None, help="field-of-view mask file (default: computed from the image)")
@@ -95,21 +108,85 @@ def _encode(array: Any, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
+def _check_mode(args: argparse.Namespace) -> str:
+    from napari_retsam.errors import RetsamInputError
+
+    if args.image is not None:
+        if args.dataset is not None or args.root is not None or args.out_dir is not None:
+            raise RetsamInputError("use either --image/--out (one image) or --dataset/--root/--out-dir, not both")
+        if args.out is None:
+            raise RetsamInputError("--out (the output mask file) is required with --image")
+        return "image"
+    if args.dataset is None or args.root is None or args.out_dir is None:
+        raise RetsamInputError("give --image and --out (one image) or --dataset, --root and --out-dir (a dataset)")
+    if args.out is not None or args.prob_out is not None or args.fov is not None:
+        raise RetsamInputError("--out, --prob-out and --fov are for image mode (with --image)")
+    return "dataset"
+
+
+def _run_dataset(args: argparse.Namespace, threshold: float) -> int:
+    import numpy as np
+
+    from napari_retsam.baseline import frangi_segment
+    from napari_retsam.data import open_dataset
+    from napari_retsam.io_utils import atomic_write_bytes, ensure_writable_dir
+
+    dataset = open_dataset(args.dataset, args.root, split=args.split)
+    out_dir = ensure_writable_dir(args.out_dir)
+    mask_dir = ensure_writable_dir(out_dir / "masks")
+    rows = []
+    for i, sample in enumerate(dataset):
+        prob, mask = frangi_segment(sample.image, sample.fov, threshold=threshold)
+        atomic_write_bytes(out_dir / f"{sample.id}.npy", _encode(prob.astype(np.float32), "NPY"))
+        atomic_write_bytes(mask_dir / f"{sample.id}.png", _encode(mask.astype(np.uint8) * 255, "PNG"))
+        fov_pixels = int(sample.fov.sum())
+        rows.append({"id": sample.id, "fov_pixels": fov_pixels, "fov_computed": bool(sample.fov_computed),
+                     "vessel_pixels": int(mask.sum())})
+        if not args.json:
+            print(f"[{i + 1}/{len(dataset)}] {sample.id}: {int(mask.sum())} vessel pixels "
+                  f"({100 * mask.sum() / max(fov_pixels, 1):.2f}% of the FOV)", flush=True)
+    if args.json:
+        print(json.dumps({"dataset": args.dataset, "root": str(args.root), "split": args.split,
+                          "threshold": float(threshold), "out_dir": str(out_dir),
+                          "n_samples": len(rows), "samples": rows, "params": _params_dict()}))
+    else:
+        print(f"wrote {len(rows)} probability maps to {out_dir} and masks to {mask_dir}; score them with: "
+              f"retsam evaluate --dataset {args.dataset} --root {args.root} --split {args.split} "
+              f"--pred {out_dir}")
+    return 0
+
+
+def _params_dict() -> dict[str, Any]:
+    from napari_retsam.baseline import DEFAULT_PARAMS
+
+    return {
+        "sigmas": list(DEFAULT_PARAMS.sigmas),
+        "beta": DEFAULT_PARAMS.beta,
+        "gamma": DEFAULT_PARAMS.gamma,
+        "clahe": DEFAULT_PARAMS.clahe,
+        "norm_percentile": DEFAULT_PARAMS.norm_percentile,
+        "exponent": DEFAULT_PARAMS.exponent,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from napari_retsam.baseline import DEFAULT_PARAMS, DEFAULT_THRESHOLD, frangi_segment
+    from napari_retsam.baseline import DEFAULT_THRESHOLD, frangi_segment
     from napari_retsam.data import compute_fov, read_binary_mask, read_image
     from napari_retsam.errors import RetsamInputError
     from napari_retsam.io_utils import atomic_write_bytes
 
+    mode = _check_mode(args)
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise RetsamInputError(f"--threshold must be in [0, 1], got {threshold}")
+    if mode == "dataset":
+        return _run_dataset(args, threshold)
     out = _check_output(args.out, _MASK_FORMATS, "mask output")
     prob_out = _check_output(args.prob_out, _PROB_FORMATS, "probability output") if args.prob_out else None
     if prob_out is not None and prob_out.resolve() == out.resolve():
         raise RetsamInputError("--out and --prob-out must be different files")
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    if not 0.0 <= threshold <= 1.0:
-        raise RetsamInputError(f"--threshold must be in [0, 1], got {threshold}")
 
     image = read_image(args.image)
     if args.fov is not None:
@@ -145,14 +222,7 @@ def run(args: argparse.Namespace) -> int:
         "vessel_fraction": vessel_pixels / fov_pixels if fov_pixels else 0.0,
         "out": str(out),
         "prob_out": str(prob_out) if prob_out else None,
-        "params": {
-            "sigmas": list(DEFAULT_PARAMS.sigmas),
-            "beta": DEFAULT_PARAMS.beta,
-            "gamma": DEFAULT_PARAMS.gamma,
-            "clahe": DEFAULT_PARAMS.clahe,
-            "norm_percentile": DEFAULT_PARAMS.norm_percentile,
-            "exponent": DEFAULT_PARAMS.exponent,
-        },
+        "params": _params_dict(),
     }
     if args.json:
         print(json.dumps(summary))

@@ -7,7 +7,8 @@
                      [--scales 3] [--mode paired|conditional] [--device cpu]
                      [--resume DIR/last.pt] [--seed 0] [--sample-every 500]
                      [--checkpoint-every 500]
-    retsam gan sample --checkpoint F --n N --seed S --out DIR [--overwrite] [--mask-dir DIR]
+    retsam gan sample --checkpoint F --n N --seed S --out DIR [--overwrite]
+                      [--mask-dir DIR | --mask-dataset NAME --mask-root DIR [--mask-split S]] [--warp]
     retsam gan report --checkpoint F --dataset NAME --root DIR [--split train]
                       [--n N] [--seed 0] [--json] [--figure report.png]
 
@@ -122,7 +123,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  retsam gan sample --checkpoint runs/gan/generator_last.pt --n 100 --seed 0 --out synth\n"
         "  retsam gan sample --checkpoint cond/generator_last.pt --n 20 --seed 1 --out synth "
-        "--mask-dir my_masks --overwrite",
+        "--mask-dir my_masks --overwrite\n"
+        "  retsam gan sample --checkpoint cond/generator_last.pt --n 100 --seed 2 --out synth "
+        "--mask-dataset drive --mask-root data/DRIVE --warp",
     )
     sample.add_argument("--checkpoint", required=True, help="generator_last.pt or last.pt")
     sample.add_argument("--n", required=True, help="number of pairs")
@@ -131,6 +134,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     sample.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     sample.add_argument("--mask-dir", default=None, help="conditional generators: folder of vessel masks "
                         "at the generator's size, used in name order")
+    sample.add_argument("--mask-dataset", default=None, help="conditional generators: take the vessel "
+                        "annotations of this dataset (drive, stare, chase, folder), cropped to the FOV and resized")
+    sample.add_argument("--mask-root", default=None, help="the folder of --mask-dataset")
+    sample.add_argument("--mask-split", default="train", help="split of --mask-dataset (default: train)")
+    sample.add_argument("--warp", action="store_true", help="conditional generators: give every mask a random "
+                        "flip/rotation and an elastic warp (seeded by --seed)")
     sample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     sample.set_defaults(func=run, gan_run=_run_sample)
 
@@ -214,8 +223,13 @@ def _run_sample(args: argparse.Namespace) -> int:
     n = parse_int(args.n, "--n")
     seed = check_seed(args.seed)
     device = check_device(args.device)
+    mask_dataset = None
+    if args.mask_dataset is not None or args.mask_root is not None:
+        if args.mask_dataset is None or args.mask_root is None:
+            raise RetsamInputError("--mask-dataset and --mask-root go together")
+        mask_dataset = (args.mask_dataset, args.mask_root, args.mask_split)
     manifest = sample_and_export(args.checkpoint, n, seed, args.out, overwrite=args.overwrite,
-                                 mask_dir=args.mask_dir, device=device)
+                                 mask_dir=args.mask_dir, mask_dataset=mask_dataset, warp=args.warp, device=device)
     print(f"wrote {n} pairs to {manifest.parent} (manifest {manifest.name})")
     return 0
 

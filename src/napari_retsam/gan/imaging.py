@@ -9,7 +9,23 @@ import numpy as np
 
 from napari_retsam.io_utils import atomic_write_bytes
 
-__all__ = ["to_uint8_image", "sample_grid", "png_bytes", "write_png"]
+__all__ = ["to_uint8_image", "sample_grid", "png_bytes", "write_png", "write_public_bytes"]
+
+_UMASK: int | None = None
+
+
+def write_public_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Atomic write, then the usual permissions (0666 & ~umask): the atomic writer's
+    temporary file is private (0600), which would hide exported datasets from other users."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0)
+        os.umask(_UMASK)
+    atomic_write_bytes(path, data)
+    try:
+        os.chmod(path, 0o666 & ~_UMASK)
+    except OSError:
+        pass
 
 
 def to_uint8_image(x: np.ndarray) -> np.ndarray:
@@ -52,5 +68,5 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 def write_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Atomically write ``array`` as a PNG file."""
-    atomic_write_bytes(path, png_bytes(array))
+    """Atomically write ``array`` as a PNG file (usual permissions)."""
+    write_public_bytes(path, png_bytes(array))

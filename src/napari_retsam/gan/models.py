@@ -139,7 +139,8 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, max_channels: int, layers: int) -> None:
         super().__init__()
-        blocks: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_channels, channels, 4, stride=2, padding=2), nn.LeakyReLU(0.2))]
+        first = nn.Sequential(nn.Conv2d(in_channels, channels, 4, stride=2, padding=2), nn.LeakyReLU(0.2))
+        blocks: list[nn.Module] = [first]
         c = channels
         for _ in range(1, layers):
             c_next = min(2 * c, max_channels)

@@ -157,7 +157,8 @@ class GeneratedVsReal:
 
 
 def quality_report(checkpoint: Any, real: Any, *, n: int | None = None, seed: int = 0,
-                   device: str = "cpu", return_arrays: bool = False) -> dict[str, Any] | tuple[dict[str, Any], GeneratedVsReal]:
+                   device: str = "cpu", return_arrays: bool = False
+                   ) -> dict[str, Any] | tuple[dict[str, Any], GeneratedVsReal]:
     """Compare a generator (path or :class:`GeneratorCheckpoint`) with real pairs.
 
     ``real`` is a :class:`napari_retsam.gan.data.PreparedPairs` at the

@@ -2,9 +2,10 @@
 
 Sample i of a run with seed s uses the noise vector
 ``torch.randn(z_dim, generator=G_i)`` with G_i seeded from
-``SeedSequence([s, i])`` (:func:`sample_noise`, computed on the CPU), and the generator always runs on batches of exactly :data:`CHUNK`
-rows (the last one zero-padded), so the same checkpoint and seed give the same
-arrays and files, and sample i does not depend on n.
+``SeedSequence([s, i])`` (:func:`sample_noise`, computed on the CPU), and the
+generator always runs on batches of exactly :data:`CHUNK` rows (the last one
+zero-padded), so the same checkpoint and seed give the same arrays and files,
+and sample i does not depend on n.
 
 Export layout (the generic folder that ``--dataset folder`` reads)::
 
@@ -27,10 +28,11 @@ import numpy as np
 from napari_retsam import __version__
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.gan.checkpoint import GeneratorCheckpoint, load_generator
-from napari_retsam.gan.imaging import png_bytes, to_uint8_image
-from napari_retsam.io_utils import atomic_write_bytes, ensure_writable_dir, sha256_file
+from napari_retsam.gan.imaging import png_bytes, to_uint8_image, write_public_bytes
+from napari_retsam.io_utils import ensure_writable_dir, sha256_file
 
-__all__ = ["CHUNK", "GeneratedSet", "sample_noise", "check_count", "check_seed", "generate", "export_samples", "sample_and_export"]
+__all__ = ["CHUNK", "GeneratedSet", "sample_noise", "check_count", "check_seed", "generate", "export_samples",
+           "read_mask_folder", "sample_and_export"]
 
 #: Samples per generator forward pass (fixed so that results do not depend on n).
 CHUNK = 8
@@ -181,9 +183,9 @@ def export_samples(generated: GeneratedSet, out: str | os.PathLike[str], *, over
     _prepare_folder(out, overwrite)
     ids = [f"{id_prefix}{i:05d}" for i in range(len(generated))]
     for i, sid in enumerate(ids):
-        atomic_write_bytes(out / "images" / f"{sid}.png", png_bytes(generated.images[i]))
-        atomic_write_bytes(out / "masks" / f"{sid}.png", png_bytes(generated.masks[i].astype(np.uint8) * 255))
-        atomic_write_bytes(out / "fov" / f"{sid}.png", png_bytes(generated.fov.astype(np.uint8) * 255))
+        write_public_bytes(out / "images" / f"{sid}.png", png_bytes(generated.images[i]))
+        write_public_bytes(out / "masks" / f"{sid}.png", png_bytes(generated.masks[i].astype(np.uint8) * 255))
+        write_public_bytes(out / "fov" / f"{sid}.png", png_bytes(generated.fov.astype(np.uint8) * 255))
     manifest = {
         "format": MANIFEST_FORMAT,
         "format_version": 1,
@@ -199,7 +201,7 @@ def export_samples(generated: GeneratedSet, out: str | os.PathLike[str], *, over
         "napari_retsam_version": __version__,
     }
     path = out / "manifest.json"
-    atomic_write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    write_public_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return path
 
 
@@ -222,11 +224,16 @@ def read_mask_folder(folder: str | os.PathLike[str]) -> tuple[list[str], np.ndar
 
 def sample_and_export(checkpoint: str | os.PathLike[str], n: int, seed: int, out: str | os.PathLike[str], *,
                       overwrite: bool = False, mask_dir: str | os.PathLike[str] | None = None,
-                      device: str = "cpu") -> Path:
+                      mask_dataset: tuple[str, str | os.PathLike[str], str] | None = None,
+                      warp: bool = False, device: str = "cpu") -> Path:
     """``retsam gan sample``: load, generate and export; returns the manifest path.
 
-    With ``mask_dir`` (conditional generators) the masks are used in name
-    order, cycling when ``n`` exceeds their number.
+    Conditional generators need masks: ``mask_dir`` (files at the generator's
+    size, used in name order) or ``mask_dataset`` = (name, root, split), whose
+    vessel annotations are prepared like the training pairs (crop to the FOV,
+    resize). Masks are cycled when ``n`` exceeds their number; ``warp`` gives
+    each one a random symmetry and elastic warp
+    (:func:`napari_retsam.gan.masks.augment_masks`, seeded by ``seed``).
     """
     n = check_count(n)
     seed = check_seed(seed)
@@ -234,13 +241,38 @@ def sample_and_export(checkpoint: str | os.PathLike[str], n: int, seed: int, out
     if not ckpt.has_masks and ckpt.mode == "paired":
         raise RetsamInputError("export refused: this generator was trained on a dataset without vessel masks, "
                                "so its masks are untrained and the pairs would be wrong")
+    if mask_dir is not None and mask_dataset is not None:
+        raise RetsamInputError("give either a mask folder or a mask dataset, not both")
+    given = mask_dir is not None or mask_dataset is not None
+    if ckpt.mode == "paired" and (given or warp):
+        raise RetsamInputError("this generator is not conditional (it makes its own masks); "
+                               "mask folders, mask datasets and --warp need a conditional checkpoint")
+    if ckpt.mode == "conditional" and not given:
+        raise RetsamInputError("this generator is conditional: give --mask-dir or --mask-dataset with --mask-root")
     masks = None
     settings: dict[str, Any] = {"mode": ckpt.mode, "iteration": ckpt.iteration, "dataset": ckpt.dataset,
                                 "config": ckpt.config.to_dict()}
-    if mask_dir is not None:
-        names, all_masks = read_mask_folder(mask_dir)
+    if given:
+        if mask_dir is not None:
+            names, all_masks = read_mask_folder(mask_dir)
+            settings["mask_source"] = "folder"
+        else:
+            from napari_retsam.data import open_dataset
+            from napari_retsam.gan.data import prepare_pairs
+
+            name, root, split = mask_dataset  # type: ignore[misc]
+            ds = open_dataset(name, root, split=split)
+            pairs = prepare_pairs(ds, ckpt.size, require_masks=True)
+            names, all_masks = list(pairs.ids), pairs.masks
+            settings["mask_source"] = {"dataset": ds.name, "split": ds.split}
         order = [i % len(names) for i in range(n)]
         masks = all_masks[order]
-        settings["mask_dir_files"] = [names[i] for i in order]
+        settings["mask_files"] = [names[i] for i in order]
+        if warp:
+            from napari_retsam.gan.masks import augment_masks
+
+            masks = augment_masks(masks, seed, fov=ckpt.fov_template)
+            settings["mask_warp"] = {"symmetry": True, "elastic_alpha_px": 0.02 * ckpt.size,
+                                     "elastic_sigma_px": 0.06 * ckpt.size}
     generated = generate(ckpt, n, seed, masks=masks, device=device)
     return export_samples(generated, out, overwrite=overwrite, checkpoint_path=checkpoint, settings=settings)

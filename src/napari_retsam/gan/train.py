@@ -58,7 +58,8 @@ from napari_retsam.gan.losses import feature_matching_loss, lsgan_d_loss, lsgan_
 from napari_retsam.gan.models import build_discriminator, build_generator
 from napari_retsam.io_utils import atomic_save_torch, atomic_write_bytes, ensure_writable_dir
 
-__all__ = ["GanDivergedError", "TrainEvent", "TrainResult", "GanTrainer", "train_gan", "distributed_context", "read_loss_log"]
+__all__ = ["GanDivergedError", "TrainEvent", "TrainResult", "GanTrainer", "train_gan", "distributed_context",
+           "read_loss_log"]
 
 GRID_SAMPLES = 8
 

@@ -205,6 +205,7 @@ class RetsamSam(nn.Module):
         image_index: torch.Tensor | None = None,
         chunk_size: int | None = None,
         return_iou: bool = False,
+        prefused: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Box prompts -> low-resolution logits, differentiable (no ``no_grad`` inside).
 
@@ -218,9 +219,10 @@ class RetsamSam(nn.Module):
         :func:`~napari_retsam.sam.preprocess.boxes_to_input`). The fusion block is
         applied to each image embedding once, then every prompt is decoded with
         its own image's fused embedding in one transformer pass (per chunk).
+        ``prefused=True``: ``embeddings`` already went through ``self.fusion``.
         """
         embeddings = embeddings.to(self.device)
-        fused = self.fusion(embeddings)
+        fused = embeddings if prefused else self.fusion(embeddings)
         boxes = torch.as_tensor(boxes, dtype=torch.float32, device=self.device)
         if image_index is None:
             if boxes.ndim == 2:
@@ -243,6 +245,10 @@ class RetsamSam(nn.Module):
             self.sam, fused, boxes, image_index,
             num_classes=self.num_classes, chunk_size=chunk_size, return_iou=return_iou,
         )
+
+    def fusion_state_id(self) -> tuple[int, ...]:
+        """Changes whenever the fusion block's weights change (object id + in-place versions)."""
+        return (id(self.fusion), *(int(p._version) for p in self.fusion.parameters()))
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """``decode(embed(images), boxes)`` (B×3×S×S images, B×K×4 boxes)."""

@@ -89,6 +89,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
     steps_per_second: float = 0.0
+    wall_seconds: float = 0.0
 
     @property
     def last_path(self) -> Path:
@@ -477,6 +478,8 @@ def train(
 
     # ------------------------------------------------------------- epochs
     started = time.perf_counter()
+    step_seconds = 0.0  # time inside optimizer steps (batching, forward, backward, update)
+    t_group = started
     steps_this_run = 0
     status = "finished"
     message = ""
@@ -494,6 +497,8 @@ def train(
         acc_selected = 0.0
         mb = micro_start
         while mb < len(micro_batches):
+            if pending == 0:
+                t_group = time.perf_counter()
             ids = micro_batches[mb]
             units = [train_set.unit(samples[s][0], views[samples[s][0]], samples[s][1]) for s in ids]
             keys, boxes, targets = _batch_inputs(units, ids, epoch, config)
@@ -535,6 +540,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 pos = _Position(epoch, mb, pos.step + 1)
                 steps_this_run += 1
+                step_seconds += time.perf_counter() - t_group
                 epoch_losses.append(acc_loss)
                 emit({"kind": "step", "epoch": epoch + 1, "step": pos.step, "loss": acc_loss, "lr": lr,
                       "selected": acc_selected})
@@ -577,11 +583,12 @@ def train(
         if complete and pos.epoch >= config.epochs:
             break
     elapsed = time.perf_counter() - started
-    rate = steps_this_run / elapsed if elapsed > 0 else 0.0
+    rate = steps_this_run / step_seconds if step_seconds > 0 else 0.0
     if not message:
         message = f"{status} after {pos.step} steps"
     tell(pos.step, total_steps, message)
-    return TrainResult(status, pos.step, pos.epoch, out_dir, best_score, last_metrics, history, message, rate)
+    return TrainResult(status, pos.step, pos.epoch, out_dir, best_score, last_metrics, history, message, rate,
+                       elapsed)
 
 
 class _StopPreparing(Exception):

@@ -17,6 +17,7 @@ import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.qt.threading import create_worker
+from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QComboBox,
@@ -38,6 +39,14 @@ __all__ = ["BaselineWidget", "NO_FOV"]
 
 #: Text of the FOV choice meaning "compute the FOV from the image".
 NO_FOV = "(computed from the image)"
+#: Colour of the vessel label (cyan stands out on the orange-red fundus).
+MASK_COLOR = (0.0, 0.9, 1.0, 1.0)
+
+
+def mask_colormap() -> DirectLabelColormap:
+    """Label 1 (vessel) cyan; 0 and anything else transparent."""
+    transparent = (0.0, 0.0, 0.0, 0.0)
+    return DirectLabelColormap(color_dict={None: transparent, 0: transparent, 1: MASK_COLOR})
 
 
 class _ProgressRelay(QObject):
@@ -141,6 +150,10 @@ class BaselineWidget(QWidget):
             raise RetsamInputError(
                 f"layer '{image_layer.name}' is a {type(image_layer).__name__} layer; "
                 "the Frangi baseline needs an Image layer"
+            )
+        if getattr(image_layer, "multiscale", False):
+            raise RetsamInputError(
+                f"layer '{image_layer.name}' is multiscale; open a single-resolution copy for the baseline"
             )
         data = np.asarray(image_layer.data)
         spatial = data.ndim - (1 if image_layer.rgb else 0)
@@ -251,7 +264,7 @@ class BaselineWidget(QWidget):
         else:
             if existing is not None:
                 self.viewer.layers.remove(existing)
-            self.viewer.add_labels(labels, name=mask_name, opacity=0.6, **common)
+            self.viewer.add_labels(labels, name=mask_name, opacity=0.6, colormap=mask_colormap(), **common)
         fraction = float(mask.mean()) if mask.size else 0.0
         message = (f"done: {int(mask.sum())} vessel pixels ({100 * fraction:.1f}% of the image) "
                    f"at threshold {threshold:g}")

@@ -12,7 +12,8 @@ Train tab
 Generate tab
     generator checkpoint, number of samples, seed and, for a conditional
     generator, a Labels layer holding the vessel mask(s) (H×W or N×H×W at the
-    generator's size). "Generate" makes the Image layer ``"GAN images"``
+    generator's size), optionally warped (random flip/rotation + elastic
+    warp, seeded). "Generate" makes the Image layer ``"GAN images"``
     (N×H×W×3) and the Labels layer ``"GAN vessel masks"`` (N×H×W); the same
     seed gives the same samples. "Export" writes the last generated set as a
     dataset folder (``images/``, ``masks/``, ``fov/``, ``manifest.json``).
@@ -281,6 +282,7 @@ class GanWidget(QWidget):
         self.seed_spin = QSpinBox(tab)
         self.seed_spin.setRange(0, 2**31 - 1)
         self.mask_layer_combo = QComboBox(tab)
+        self.warp_check = QCheckBox("warp the masks (random flip/rotation + elastic)", tab)
         self.generate_button = QPushButton("Generate", tab)
         self.export_edit = QLineEdit(tab)
         self.overwrite_check = QCheckBox("overwrite an earlier export", tab)
@@ -306,6 +308,7 @@ class GanWidget(QWidget):
         form.addRow("Number of samples", self.n_spin)
         form.addRow("Seed", self.seed_spin)
         form.addRow("Conditional mask layer", self.mask_layer_combo)
+        form.addRow(self.warp_check)
         form.addRow(self.generate_button)
         form.addRow("Export folder", _path_row(self.export_edit, True, tab))
         form.addRow(self.overwrite_check)
@@ -370,6 +373,14 @@ class GanWidget(QWidget):
         if masks is not None and masks.shape[-2:] != (ckpt.size, ckpt.size):
             raise RetsamInputError(f"the mask layer is {masks.shape[-2]}×{masks.shape[-1]} but the generator "
                                    f"makes {ckpt.size}×{ckpt.size} images")
+        if masks is not None and masks.ndim == 3 and masks.shape[0] not in (1, n):
+            raise RetsamInputError(f"the mask layer holds {masks.shape[0]} masks; set the number of samples "
+                                   f"to {masks.shape[0]} or use a single mask")
+        if masks is not None and self.warp_check.isChecked():
+            from napari_retsam.gan.masks import augment_masks
+
+            stack = masks if masks.ndim == 3 else masks[None]
+            masks = augment_masks(np.broadcast_to(stack, (n, *stack.shape[1:])), seed, fov=ckpt.fov_template)
 
         def job():
             from napari_retsam.gan.sample import generate
