@@ -38,6 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import napari
+    from qtpy.QtCore import QEventLoop
     from qtpy.QtWidgets import QApplication
 
     from napari_retsam.data import write_synthetic_folder
@@ -84,12 +85,12 @@ def main() -> None:
         widget.views_spin.setValue(1)
         widget.tile_spin.setValue(0)
         widget.last_result = None
+        loop = QEventLoop()
         start = time.perf_counter()
         worker = widget.start()
         assert worker is not None, "widget refused to start"
-        while widget._worker is not None:
-            app.processEvents()
-            time.sleep(0.005)
+        worker.finished.connect(loop.quit)
+        loop.exec_()  # the Qt event loop, as in a running napari session (idle waits release the GIL)
         app.processEvents()
         return widget.last_result, time.perf_counter() - start
 

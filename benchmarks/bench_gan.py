@@ -15,7 +15,10 @@ and, on CUDA, the peak allocated GPU memory; then the 256/512 speed ratio.
 (the loop stops cooperatively and writes its checkpoint), then writes into
 ``--docs``: ``loss_curves.png``, ``samples.png`` (8 generated pairs, image
 above mask), ``real_pairs.png`` (8 prepared real pairs for comparison),
-``report.png`` and ``report.json`` (:mod:`napari_retsam.gan.report`).
+``report.png`` and ``report.json`` (:mod:`napari_retsam.gan.report`), each
+name prefixed with ``--prefix``. With ``--mode conditional`` the sample grid
+shows images generated for warped copies of real annotations
+(:func:`napari_retsam.gan.masks.augment_masks`).
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def cmd_drive(args: argparse.Namespace) -> None:
     print(f"prepared {len(pairs)} DRIVE training pairs at {args.size} px in {time.perf_counter() - t_start:.1f} s")
     cfg = GanConfig(size=args.size, iterations=args.max_iterations, batch_size=args.batch_size,
                     sample_every=args.sample_every, checkpoint_every=args.checkpoint_every, seed=0,
-                    g_channels=args.g_channels, d_channels=args.d_channels)
+                    g_channels=args.g_channels, d_channels=args.d_channels, mode=args.mode)
     out = Path(args.out)
     resume = out / "last.pt" if args.resume and (out / "last.pt").exists() else None
     trainer = GanTrainer(cfg, pairs, out, resume=resume, dataset_info={"name": "drive", "split": "train",
@@ -133,6 +136,7 @@ def cmd_drive(args: argparse.Namespace) -> None:
 
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
+    pre = args.prefix
     log = read_loss_log(out / "losses.jsonl")
     it = np.array([r["iteration"] for r in log])
     fig = Figure(figsize=(7, 3), dpi=80)
@@ -146,22 +150,31 @@ def cmd_drive(args: argparse.Namespace) -> None:
     ax.set_ylabel(f"loss (moving mean of {w})")
     ax.set_yscale("log")
     ax.legend()
-    ax.set_title(f"DRIVE train, {args.size} px, {trainer.iteration} iterations, CPU")
+    ax.set_title(f"DRIVE train, {args.mode}, {args.size} px, {trainer.iteration} iterations, CPU")
     fig.tight_layout()
-    _save_fig(fig, docs / "loss_curves.png")
+    _save_fig(fig, docs / f"{pre}loss_curves.png")
 
     gen_path = out / "generator_last.pt"
-    gen = generate(gen_path, 8, seed=0)
-    write_png(docs / "samples.png", sample_grid(gen.images, gen.masks))
-    write_png(docs / "real_pairs.png", sample_grid(pairs.images[:8], pairs.masks[:8]))
+    if args.mode == "conditional":
+        from napari_retsam.gan.checkpoint import load_generator
+        from napari_retsam.gan.masks import augment_masks
+
+        # new masks: the first 8 real annotations, randomly flipped/rotated and elastically warped
+        fov = load_generator(gen_path).fov_template
+        gen = generate(gen_path, 8, seed=0, masks=augment_masks(pairs.masks[:8], 0, fov=fov))
+    else:
+        gen = generate(gen_path, 8, seed=0)
+    write_png(docs / f"{pre}samples.png", sample_grid(gen.images, gen.masks))
+    if not (docs / "real_pairs.png").exists():
+        write_png(docs / "real_pairs.png", sample_grid(pairs.images[:8], pairs.masks[:8]))
     t1 = time.perf_counter()
     report = quality_report(gen_path, pairs, n=len(pairs), seed=0)
     print(f"quality report in {time.perf_counter() - t1:.1f} s")
     report["benchmark"] = {"size": args.size, "iterations": trainer.iteration, "train_seconds": round(train_s, 1),
                            "it_per_s": round(iters / train_s, 3), "threads": torch.get_num_threads(),
                            "command": " ".join(sys.argv)}
-    (docs / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _save_fig(report_figure(report), docs / "report.png")
+    (docs / f"{pre}report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    _save_fig(report_figure(report), docs / f"{pre}report.png")
     for line in report_summary_lines(report):
         print(line)
     for p in sorted(docs.glob("*.png")):
@@ -189,6 +202,8 @@ def main() -> None:
     dp.add_argument("--sample-every", type=int, default=250)
     dp.add_argument("--checkpoint-every", type=int, default=250)
     dp.add_argument("--resume", action="store_true")
+    dp.add_argument("--mode", default="paired", choices=["paired", "conditional"])
+    dp.add_argument("--prefix", default="", help="file-name prefix of the docs outputs")
     dp.add_argument("--out", default="runs/bench_gan_drive")
     dp.add_argument("--docs", default="docs/gan")
     args = parser.parse_args()

@@ -77,6 +77,7 @@ class Driver:
         notification_manager.catch_error = True
         notification_manager.notification_ready.connect(self._on_notification)
         self.viewer = napari.Viewer(title="napari-retsam user guide", show=True)
+        self.size = size
         self.viewer.window.resize(*size)
         self.docks: dict[str, Any] = {}
         self.process(0.3)
@@ -172,6 +173,15 @@ def shrink_png(path: Path, max_kb: int) -> None:
         rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
+def recolour_labels(layer: Any, rgb: tuple[float, float, float], opacity: float) -> None:
+    """Show label 1 of a Labels layer in ``rgb`` (what the layer controls' colour choice does)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    clear = (0.0, 0.0, 0.0, 0.0)
+    layer.colormap = DirectLabelColormap(color_dict={None: clear, 0: clear, 1: (*rgb, 1.0)})
+    layer.opacity = opacity
+
+
 def rectangle(y0: float, x0: float, y1: float, x1: float) -> Any:
     """A napari rectangle (four corners, (row, column)) as drawn with the rectangle tool."""
     import numpy as np
@@ -186,7 +196,8 @@ def stage_sample(d: Driver) -> None:
     for name in ("synthetic fundus", "synthetic vessels (gold)", "synthetic FOV"):
         if name not in d.viewer.layers:
             raise ScriptError(f"the sample did not open layer {name!r}")
-    d.viewer.layers["synthetic vessels (gold)"].opacity = 0.8
+    # the default dark-red label colour hardly shows on a red-orange fundus: light green instead
+    recolour_labels(d.viewer.layers["synthetic vessels (gold)"], (0.3, 1.0, 0.4), 0.7)
     d.only_visible("synthetic fundus", "synthetic vessels (gold)")
     d.shot("01_sample_data.png")
 
@@ -206,7 +217,9 @@ def stage_segment(d: Driver, sam_checkpoint: Path) -> Any:
     boxes.mode = "pan_zoom"
     w.segment_button.click()
     d.wait_until(lambda: not w.busy and "synthetic fundus SAM mask" in d.viewer.layers, "SAM segmentation")
-    # the probability layer (magma, additive) stays in the layer list; the mask over the image reads better
+    # the probability layer (magma, additive) stays in the layer list; the mask over the image reads better,
+    # recoloured cyan (layer controls ▸ colour) so it stands out from the red-orange fundus
+    recolour_labels(d.viewer.layers["synthetic fundus SAM mask"], (0.0, 0.9, 1.0), 0.45)
     d.only_visible(boxes.name, "synthetic fundus SAM mask", "synthetic fundus")
     d.shot("02_segment_boxes.png")
     return w
@@ -279,14 +292,22 @@ def stage_finetune(d: Driver, sam_checkpoint: Path, folder: Path, synthetic: Pat
     w.model_type_combo.setCurrentText("tiny")
     w.checkpoint_edit.setText(str(sam_checkpoint))
     w.out_edit.setText(str(d.work / "finetune_run"))
+    w.image_combo.setCurrentText("synthetic fundus")  # the opened sample as one more training pair
+    w.labels_combo.setCurrentText("synthetic vessels (gold)")
+    w.add_pair_button.click()
+    if w.pairs_list.count() != 1:
+        raise ScriptError("'Add pair' did not add the sample's image + gold pair")
     w.train_button.click()
     d.wait_until(lambda: w.last_result is not None and w._worker is None, "fine-tuning")
     d.wait_until(lambda: len(w.plot.val_steps) >= 1, "the validation points of the live plot", timeout=10)
     best = Path(w.last_result.best_path)
     if not best.is_file():
         raise ScriptError(f"fine-tuning wrote no {best}")
+    # the dock is tall (three groups of fields above the plot): a taller window gives the plot room
+    d.viewer.window.resize(d.size[0], d.size[1] + 250)
     d.only_visible("synthetic vessels (gold)", "synthetic fundus")
     d.shot("05_finetune_live_plot.png")
+    d.viewer.window.resize(*d.size)
     return best
 
 
@@ -355,8 +376,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=1250,
                         help="window height (the fine-tuning dock needs about 1,100 px to show its plot)")
     parser.add_argument("--max-kb", type=int, default=380, help="re-encode PNGs larger than this (KB)")
-    parser.add_argument("--gan-iterations", type=int, default=40)
-    parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs")
+    parser.add_argument("--gan-iterations", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for one worker")
     return parser.parse_args(argv)
 
@@ -365,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="retsam-screenshots-") as tmp:
-        work = args.work or Path(tmp)
+        work = args.work or Path(tmp) / "retsam-guide"
         work.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("RETSAM_CACHE", str(work / "cache"))  # never touch the user's cache
         sam_checkpoint, folder = make_inputs(work)

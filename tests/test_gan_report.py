@@ -98,3 +98,15 @@ def test_quality_report_refusals(gan_checkpoint, gan_folder, gan_image_only_fold
     no_masks = prepare_pairs(open_dataset("folder", gan_image_only_folder, "all"), 32)
     with pytest.raises(RetsamInputError, match="needs a real dataset with vessel masks"):
         quality_report(gan_checkpoint, no_masks)
+
+
+def test_quality_report_of_a_conditional_generator_uses_the_real_masks(gan_conditional_checkpoint, gan_folder) -> None:
+    real = prepare_pairs(open_dataset("folder", gan_folder, "all"), 32)
+    report = quality_report(gan_conditional_checkpoint, real, n=4, seed=0)
+    assert report["generator"]["mode"] == "conditional"
+    from napari_retsam.gan.checkpoint import load_generator
+
+    fov = load_generator(gan_conditional_checkpoint).fov_template
+    # generated masks are the real masks (cut to the FOV template): same densities
+    expected = vessel_density(real.masks & fov, np.broadcast_to(fov, real.masks.shape))
+    assert report["generated"]["vessel_density"]["mean"] == pytest.approx(float(expected.mean()))

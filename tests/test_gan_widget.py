@@ -146,3 +146,18 @@ def test_cancel_stops_and_saves_a_resumable_checkpoint(make_napari_viewer, qtbot
 
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == done
     assert w.resume_edit.text() == str(tmp_path / "run" / "last.pt")
+
+
+def test_training_error_in_the_worker_becomes_a_notification(make_napari_viewer, qtbot, gan_folder, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    shown: list[str] = []
+    monkeypatch.setattr("napari_retsam.widgets._common.show_error", shown.append)
+    viewer = make_napari_viewer()
+    w = GanWidget(viewer)
+    w.dataset_combo.setCurrentText("drive")  # a generic folder is not a DRIVE layout
+    w.root_edit.setText(str(gan_folder))
+    w.out_edit.setText(str(tmp_path / "run"))
+    _run(qtbot, w, lambda: w.start_training(tiny_config()))
+    qtbot.waitUntil(lambda: len(shown) > 0, timeout=10_000)
+    assert "\n" not in shown[-1] and not shown[-1].startswith("Traceback")
+    assert w.train_button.isEnabled() and w.train_worker is None and w.last_train_result is None

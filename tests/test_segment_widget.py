@@ -226,3 +226,29 @@ def test_cancel_stops_the_worker(setup, fundus, qtbot):
     _wait(qtbot, widget)
     assert widget.status_label.text() == "cancelled" and messages["error"] == []
     assert "img SAM prob" not in viewer.layers and widget.segment_button.isEnabled()
+
+
+def test_models_fine_tuned_in_the_session_are_offered(setup, fundus, qtbot, tiny_sam_checkpoint,
+                                                      tiny_finetuned_checkpoint):
+    from napari_retsam.widgets._models import RegisteredModel, clear_models, register_model
+
+    widget, viewer, messages = setup
+    clear_models()
+    try:
+        widget.checkpoint_edit.setText("")
+        register_model(RegisteredModel("drive run 1", tiny_finetuned_checkpoint, "tiny", tiny_sam_checkpoint))
+        assert widget.trained_combo.count() == 2 and widget.trained_combo.itemText(1) == "drive run 1"
+        widget._use_trained_model(1)
+        assert widget.checkpoint_edit.text() == str(tiny_sam_checkpoint)
+        assert widget.finetuned_edit.text() == str(tiny_finetuned_checkpoint)
+        viewer.add_image(fundus, name="img", rgb=True)
+        viewer.add_shapes([_rect(5, 5, 80, 80)], shape_type="rectangle", name="b")
+        widget.run(image_layer="img", shapes_layer="b")
+        _wait(qtbot, widget)
+        from napari_retsam.sam import Segmenter, load_sam
+
+        tuned = load_sam(tiny_sam_checkpoint, finetuned=tiny_finetuned_checkpoint, device="cpu")
+        expected = Segmenter(tuned).segment(fundus, [[5, 5, 80, 80]], tile=None).prob
+        np.testing.assert_allclose(viewer.layers["img SAM prob"].data, expected, atol=1e-6)
+    finally:
+        clear_models()

@@ -14,7 +14,10 @@ Light package root: nothing here imports torch. The modules are
 - :mod:`~napari_retsam.gan.train` – the resumable training loop;
 - :mod:`~napari_retsam.gan.checkpoint` – reading and checking generator checkpoints;
 - :mod:`~napari_retsam.gan.sample` – deterministic sampling and dataset export;
-- :mod:`~napari_retsam.gan.report` – the FID-free quality report.
+- :mod:`~napari_retsam.gan.masks` – flipped/rotated/elastically warped masks for
+  the conditional generator;
+- :mod:`~napari_retsam.gan.report` – the FID-free quality report;
+- :mod:`~napari_retsam.gan.imaging` – sample grids and PNG writing.
 """
 
 from __future__ import annotations

@@ -223,12 +223,10 @@ class GanWidget(QWidget):
                     "generator": str(trainer.generator_path), "state": str(trainer.state_path),
                     "has_masks": trainer.has_masks}
 
-        worker = create_worker(job, _start_thread=False)
+        worker = self._make_worker(job)
         worker.yielded.connect(self._on_train_event)
         worker.returned.connect(self._on_train_done)
-        worker.errored.connect(worker_error_handler)
         worker.finished.connect(self._on_train_finished)
-        worker.finished.connect(self._job_finished)
         self.train_worker = worker
         self.progress.setRange(0, config.iterations)
         self.progress.setValue(0)
@@ -236,6 +234,18 @@ class GanWidget(QWidget):
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         worker.start()
+        return worker
+
+    def _make_worker(self, job: Any) -> Any:
+        """A napari worker for ``job`` (not started) whose errors become one notification each:
+        ours (one line for user errors) instead of napari's traceback relay as well."""
+        worker = create_worker(job, _start_thread=False, _ignore_errors=True)
+        try:
+            worker.errored.disconnect(worker._relay_error)
+        except (AttributeError, TypeError, RuntimeError):
+            pass
+        worker.errored.connect(worker_error_handler)
+        worker.finished.connect(self._job_finished)
         return worker
 
     def _job_finished(self) -> None:
@@ -387,10 +397,8 @@ class GanWidget(QWidget):
 
             return generate(ckpt, n, seed, masks=masks)
 
-        worker = create_worker(job, _start_thread=False)
+        worker = self._make_worker(job)
         worker.returned.connect(lambda result: self._on_generated(result, path))
-        worker.errored.connect(worker_error_handler)
-        worker.finished.connect(self._job_finished)
         self.generate_worker = worker
         self.generate_status.setText(f"generating {n} samples…")
         worker.start()
@@ -460,10 +468,8 @@ class GanWidget(QWidget):
             real = prepare_pairs(open_dataset(dataset, root, split=split), ckpt.size, require_masks=True)
             return quality_report(ckpt, real, seed=seed)
 
-        worker = create_worker(job, _start_thread=False)
+        worker = self._make_worker(job)
         worker.returned.connect(self._on_report)
-        worker.errored.connect(worker_error_handler)
-        worker.finished.connect(self._job_finished)
         self.report_worker = worker
         self.generate_status.setText("computing the quality report…")
         worker.start()

@@ -11,6 +11,9 @@ again whenever a rectangle is added, moved or removed; the image embedding is
 cached, so only the decoder runs. "SAM (auto)" runs segment-anything's automatic
 mask generator (no prompts).
 
+Models fine-tuned in this session (Fine-tune SAM widget) are offered in
+"trained here"; choosing one fills the model type and checkpoint fields.
+
 Outputs, named after the image and updated in place on re-runs:
 ``"<image> SAM mask"`` (Labels: 1 = vessel, or class l+1 for a multi-class
 model) and ``"<image> SAM prob"`` (Image, magma, 0–1); the automatic mode writes
@@ -44,6 +47,7 @@ from qtpy.QtWidgets import (
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.sam.progress import Cancelled
 from napari_retsam.widgets._common import notify_user_errors, show_info, show_warning, worker_error_handler
+from napari_retsam.widgets._models import registered_models, subscribe
 from napari_retsam.widgets._segment_boxes import BoxPlan, boxes_from_shapes, image_geometry
 from napari_retsam.widgets._segment_engine import EngineKey, SegmentEngine, SliceResult
 
@@ -88,6 +92,8 @@ class SegmentWidget(QWidget):
         self.checkpoint_edit.setPlaceholderText("official file from the cache (downloaded on first use)")
         self.finetuned_edit = QLineEdit()
         self.finetuned_edit.setPlaceholderText("optional napari-retsam fine-tuned checkpoint")
+        self.trained_combo = QComboBox()
+        self.trained_combo.setToolTip("models fine-tuned in this session (Fine-tune SAM widget)")
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 8192)
         self.tile_spin.setSingleStep(64)
@@ -123,6 +129,7 @@ class SegmentWidget(QWidget):
         form.addRow("model", self.model_combo)
         form.addRow("checkpoint", self._with_browse(self.checkpoint_edit))
         form.addRow("fine-tuned", self._with_browse(self.finetuned_edit))
+        form.addRow("trained here", self.trained_combo)
         form.addRow("tile (px)", self.tile_spin)
         form.addRow("overlap (px)", self.overlap_spin)
         form.addRow("device", self.device_combo)
@@ -148,6 +155,10 @@ class SegmentWidget(QWidget):
         self.live_check.toggled.connect(self._update_live_connection)
         self.shapes_combo.currentTextChanged.connect(self._update_live_connection)
         self.disk_cache_check.toggled.connect(self._update_disk_cache)
+        self.trained_combo.activated.connect(self._use_trained_model)
+        self._unsubscribe = subscribe(self._on_model_registered)
+        self.destroyed.connect(lambda *_: self._unsubscribe())
+        self.refresh_trained_models()
         layers = self.viewer.layers
         for emitter in (layers.events.inserted, layers.events.removed, layers.events.reordered):
             emitter.connect(self.refresh_choices)
@@ -184,6 +195,38 @@ class SegmentWidget(QWidget):
             self.viewer.window.add_plugin_dock_widget("napari-retsam", "Frangi baseline")
         except Exception as exc:  # e.g. headless viewer without a window
             show_info(f"open it from Plugins › RetSAM vessels › Frangi baseline ({exc})")
+
+    # -- models fine-tuned in this session ----------------------------------
+    def refresh_trained_models(self) -> None:
+        """List the fine-tuned models the Fine-tune SAM widget registered."""
+        models = registered_models()
+        self.trained_combo.blockSignals(True)
+        self.trained_combo.clear()
+        self.trained_combo.addItem(f"({len(models)} fine-tuned model(s) — choose to use)" if models
+                                   else "(none yet: train one in Fine-tune SAM)")
+        for entry in models:
+            self.trained_combo.addItem(entry.name)
+        self.trained_combo.blockSignals(False)
+
+    def _on_model_registered(self, _entry: Any) -> None:
+        try:
+            self.refresh_trained_models()
+        except RuntimeError:  # the Qt widget is gone: stop listening
+            self._unsubscribe()
+
+    def _use_trained_model(self, index: int) -> None:
+        models = registered_models()
+        if not 1 <= index <= len(models):
+            return
+        entry = models[index - 1]
+        self.model_combo.setCurrentText(entry.model_type)
+        if entry.base_checkpoint is not None:
+            self.checkpoint_edit.setText(str(entry.base_checkpoint))
+            self.finetuned_edit.setText(str(entry.checkpoint))
+        else:
+            self.checkpoint_edit.setText(str(entry.checkpoint))
+            self.finetuned_edit.setText("")
+        self._set_status(f"using fine-tuned model '{entry.name}'")
 
     # -- layer choices ---------------------------------------------------------
     def _watch_name(self, event: Any) -> None:
