@@ -314,7 +314,14 @@ def stage_finetune(d: Driver, sam_checkpoint: Path, folder: Path, synthetic: Pat
 def stage_segment_finetuned(d: Driver, best: Path) -> None:
     print("SAM segmentation with the fine-tuned checkpoint", flush=True)
     w = d.dock("SAM segmentation")
-    w.finetuned_edit.setText(str(best))
+    # "trained here" lists the models the fine-tuning widget registered; choosing one fills the fields
+    index = next((i for i in range(w.trained_combo.count()) if "finetune_run" in w.trained_combo.itemText(i)), -1)
+    if index < 1:
+        raise ScriptError("the fine-tuned model is not offered under 'trained here' in the segmentation widget")
+    w.trained_combo.setCurrentIndex(index)
+    w.trained_combo.activated.emit(index)  # what a click on the item sends
+    if Path(w.finetuned_edit.text()) != best:
+        raise ScriptError(f"choosing the fine-tuned model set {w.finetuned_edit.text()!r}, not {best}")
     w.segment_button.click()
     d.wait_until(lambda: not w.busy and "done" in w.status_label.text(), "segmentation with the fine-tuned model")
 

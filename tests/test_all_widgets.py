@@ -46,6 +46,7 @@ class Context:
     sam_checkpoint: Path
     gan_checkpoint: Path
     tmp: Path
+    docked: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -146,7 +147,16 @@ def drive_finetune(ctx: Context, w: Any) -> list[str]:
     best = ctx.tmp / "finetune" / "best.pt"
     state = torch.load(best, map_location="cpu", weights_only=True)
     assert state["format"] == "napari-retsam/finetuned-v1" and state["model_type"] == "tiny"
-    assert [m.checkpoint for m in registered_models()] == [best]  # offered to the segmentation widget
+    models = registered_models()
+    assert [m.checkpoint for m in models] == [best]
+    segment = ctx.docked.get("napari-retsam.segment_widget")
+    if segment is not None:  # offered in the segmentation widget docked in the same viewer
+        index = segment.trained_combo.findText(models[0].name)
+        assert index >= 1
+        segment.trained_combo.setCurrentIndex(index)
+        segment.trained_combo.activated.emit(index)
+        assert Path(segment.finetuned_edit.text()) == best
+        assert Path(segment.checkpoint_edit.text()) == ctx.sam_checkpoint
     return []
 
 
@@ -225,7 +235,7 @@ def test_every_widget_docks_in_one_viewer_and_runs_on_the_sample(
     for command, widget in docked.items():  # all docked at once, in the one window
         assert any(widget is w for w in in_window), command
 
-    ctx = Context(viewer, qtbot, tiny_sam_checkpoint, gan_checkpoint, tmp_path)
+    ctx = Context(viewer, qtbot, tiny_sam_checkpoint, gan_checkpoint, tmp_path, docked)
     try:
         for command, driver in DRIVERS.items():
             if command not in docked:

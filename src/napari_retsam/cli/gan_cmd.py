@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -200,7 +201,7 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     device = check_device(args.device)
     pairs, info = _open_pairs(args, config.size, require_masks=config.mode == "conditional")
-    if pairs.masks is None:
+    if pairs.masks is None and os.environ.get("RANK", "0") == "0":
         print("retsam: warning: this dataset has no vessel masks; training images only "
               "(the generator's masks stay untrained and export will refuse)", file=sys.stderr)
 
@@ -212,8 +213,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     result = train_gan(config, pairs, args.out, device=device, resume=args.resume, dataset_info=info,
                        progress=progress)
-    print(f"generator checkpoint: {result.generator_checkpoint}")
-    print(f"training state: {result.state_checkpoint} (iteration {result.iteration})")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports (and writes) alone
+        print(f"generator checkpoint: {result.generator_checkpoint}")
+        print(f"training state: {result.state_checkpoint} (iteration {result.iteration})")
     return 0
 
 
