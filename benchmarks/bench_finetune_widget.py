@@ -9,9 +9,9 @@ Run under a (virtual) X display, side by side in one process:
 2. widget: ``FinetuneWidget.start()`` in a napari viewer — training in a worker
    thread, progress bar and live matplotlib plot throttled to ≤ 5 Hz, while the
    Qt event loop runs;
-3. widget, un-throttled (for the investigation): UI updates and plot redraws
-   after every step (``UI_INTERVAL_S = 0``), the pattern that makes worker
-   training slow.
+3. widget, un-throttled (for the investigation): progress and plot redraws
+   after every step (``UI_INTERVAL_S = PLOT_INTERVAL_S = 0``), the pattern that
+   makes worker training slow.
 
 Each run trains the same model on the same synthetic images with the same seed
 for the same number of steps; throughput = optimizer steps / time inside the
@@ -69,6 +69,7 @@ def main() -> None:
 
     def in_widget(k: int, interval: float):
         fw.UI_INTERVAL_S = interval
+        fw.PLOT_INTERVAL_S = 1.0 if interval else 0.0
         widget.dataset_combo.setCurrentText("folder")
         widget.dataset_root.setText(str(data))
         widget.split_combo.setCurrentText("all")
@@ -103,7 +104,7 @@ def main() -> None:
         rows["widget worker, <=5 Hz UI"].append((r.steps_per_second, wall))
         r, wall = in_widget(k, 0.0)
         rows["widget worker, UI every step"].append((r.steps_per_second, wall))
-    fw.UI_INTERVAL_S = 0.2
+    fw.UI_INTERVAL_S, fw.PLOT_INTERVAL_S = 0.2, 1.0
 
     print(f"model {args.model}, CPU, torch threads {threads}, {args.steps} steps, batch 2, "
           f"{args.images} images {args.size}×{args.size}, {args.repeats} alternating repeats (median)")

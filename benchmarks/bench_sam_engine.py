@@ -12,6 +12,9 @@ Measures, side by side in one run, on one device:
 4. peak resident memory of vit_b inference (``resource.getrusage`` maxrss);
 5. tiled (512 px windows, 64 px overlap) vs whole-image time per image.
 
+Compared pairs (2, 3) are timed interleaved and the ratio is the median of the
+per-pair ratios, so load changes on a shared machine hit both sides.
+
 Random weights give meaningless masks but the same arithmetic and timing as the
 released checkpoint. Usage::
 
@@ -45,6 +48,26 @@ def _timed(fn, repeats: int, sync) -> float:
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _paired(fn_a, fn_b, repeats: int, sync) -> tuple[float, float, float]:
+    """Interleaved timing of two functions (a, b, a, b, ...): medians and the median of b/a.
+
+    Interleaving keeps load changes on a shared machine from landing on one side only.
+    """
+    times_a, times_b, ratios = [], [], []
+    for _ in range(repeats):
+        pair = []
+        for fn in (fn_a, fn_b):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            pair.append(time.perf_counter() - start)
+        times_a.append(pair[0])
+        times_b.append(pair[1])
+        ratios.append(pair[1] / pair[0])
+    return statistics.median(times_a), statistics.median(times_b), statistics.median(ratios)
 
 
 def main() -> int:
@@ -115,10 +138,10 @@ def main() -> int:
 
     batched()
     t_batched = _timed(batched, args.repeats, sync)
-    t_chunked = _timed(batched_chunked, args.repeats, sync)
-    t_singles = _timed(singles, args.repeats, sync)
+    t_singles, t_batched, r_batched = _paired(singles, batched, args.repeats, sync)
+    _, t_chunked, r_chunked = _paired(singles, batched_chunked, args.repeats, sync)
     out.update(decode_16_batched_s=t_batched, decode_16_batched_chunk4_s=t_chunked, decode_16_single_s=t_singles,
-               batch_speedup=t_singles / t_batched, batch_chunk4_speedup=t_singles / t_chunked)
+               batch_speedup=1.0 / r_batched, batch_chunk4_speedup=1.0 / r_chunked)
 
     # 3. overhead over bare segment-anything (one box)
     sam = model.sam
@@ -137,18 +160,17 @@ def main() -> int:
 
     bare()
     ours()
-    reps = max(args.repeats * 4, 10)
-    t_bare = _timed(bare, reps, sync)
-    t_ours = _timed(ours, reps, sync)
+    reps = max(args.repeats * 7, 15)
+    t_bare, t_ours, r_ours = _paired(bare, ours, reps, sync)
     with torch.no_grad():
         model.fusion.conv2.weight.normal_(0, 1e-3)  # a "trained" fusion block: its convolutions run
-    t_ours_fused = _timed(ours, reps, sync)
+    _, t_ours_fused, r_ours_fused = _paired(bare, ours, reps, sync)
     # the Segmenter memoises the fused embedding: a re-prompt of a cached image with a trained block
     t_segment_fused = _timed(lambda: segmenter.segment(image, box, tile=0), args.repeats, sync)
     out["second_segment_trained_fusion_s"] = t_segment_fused
     model.fusion.reset_identity()
     out.update(bare_decoder_s=t_bare, plugin_decode_s=t_ours, plugin_decode_trained_fusion_s=t_ours_fused,
-               overhead_pct=100 * (t_ours / t_bare - 1), overhead_trained_fusion_pct=100 * (t_ours_fused / t_bare - 1))
+               overhead_pct=100 * (r_ours - 1), overhead_trained_fusion_pct=100 * (r_ours_fused - 1))
 
     # 4. memory
     out.update(rss_before_model_mib=rss_start, rss_after_model_mib=rss_model, rss_peak_inference_mib=rss_infer,

@@ -159,3 +159,14 @@ def test_vit_b_shaped_decode_shapes(vit_b_sam):
     assert vit_b_sam.img_size == 1024
     assert out.shape == (2, 1, 1, 256, 256)
     assert torch.isfinite(out).all()
+
+
+def test_package_import_is_light_and_names_resolve_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_retsam.sam as s; assert 'torch' not in sys.modules; "
+        "assert callable(s.load_sam) and s.Segmenter.__name__ == 'Segmenter' and 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

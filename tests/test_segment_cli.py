@@ -111,3 +111,26 @@ def test_malformed_box_is_a_usage_error(fundus_png, tmp_path, capsys):
 def test_command_module_imports_no_torch():
     code = "import sys, napari_retsam.cli.segment_cmd; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_first_use_downloads_with_progress_then_uses_the_cache(tiny_sam_checkpoint, fundus_png, tmp_path, capsys,
+                                                               monkeypatch):
+    """The whole first-use path, served from a local file:// URL instead of the release server."""
+    import hashlib
+
+    from napari_retsam.sam import checkpoints
+
+    monkeypatch.setenv("RETSAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RETSAM_OFFLINE", raising=False)
+    data = tiny_sam_checkpoint.read_bytes()
+    info = checkpoints.CheckpointInfo("tiny", tiny_sam_checkpoint.as_uri(), hashlib.md5(data).hexdigest())
+    monkeypatch.setitem(checkpoints.OFFICIAL_CHECKPOINTS, "tiny", info)
+    path, _ = fundus_png
+    args = ["segment", "--image", str(path), "--model-type", "tiny", "--tile", "0", "--out", str(tmp_path / "m.png")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"downloading {tiny_sam_checkpoint.name}" in err
+    cached = tmp_path / "cache" / "checkpoints" / tiny_sam_checkpoint.name
+    assert cached.read_bytes() == data
+    assert main(args) == 0
+    assert "downloading" not in capsys.readouterr().err  # second run: from the cache

@@ -138,6 +138,21 @@ def fov_box(image: Any) -> list[float]:
     return [float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])]
 
 
+def _download_progress(done: int, total: int, message: str) -> None:
+    """Text progress bar on stderr for checkpoint downloads."""
+    import sys
+
+    mib = 1 << 20
+    if total > 0 and total != done:
+        width = 30
+        filled = int(width * done / total)
+        line = f"\r{message}: [{'#' * filled}{'.' * (width - filled)}] {done / mib:.1f}/{total / mib:.1f} MiB"
+    else:
+        line = f"\r{message}: {done / mib:.1f} MiB"
+    sys.stderr.write(line + ("\n" if total and done >= total else ""))
+    sys.stderr.flush()
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -165,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_retsam.sam.device import select_device
 
     device = select_device(args.device)
-    model = load_sam(args.checkpoint, model_type=args.model_type, device=device, finetuned=args.finetuned)
+    model = load_sam(args.checkpoint, model_type=args.model_type, device=device, finetuned=args.finetuned,
+                     progress=_download_progress)
     if args.auto:
         from napari_retsam.sam.auto import auto_segment
 

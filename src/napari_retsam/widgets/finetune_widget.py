@@ -42,7 +42,7 @@ import napari
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -65,11 +65,13 @@ from napari_retsam.errors import RetsamInputError
 from napari_retsam.widgets._common import notify_user_errors, show_info, worker_error_handler
 from napari_retsam.widgets._models import RegisteredModel, register_model
 
-__all__ = ["FinetuneWidget", "NO_DATASET", "UI_INTERVAL_S"]
+__all__ = ["FinetuneWidget", "NO_DATASET", "PLOT_INTERVAL_S", "UI_INTERVAL_S"]
 
 NO_DATASET = "(none)"
-#: Minimum seconds between two progress/plot updates from the worker (≤ 5 Hz).
+#: Minimum seconds between two progress updates from the worker (≤ 5 Hz).
 UI_INTERVAL_S = 0.2
+#: Minimum seconds between two re-renderings of the live plot.
+PLOT_INTERVAL_S = 1.0
 
 
 class _Relay(QObject):
@@ -80,7 +82,13 @@ class _Relay(QObject):
 
 
 class _LivePlot(QWidget):
-    """Matplotlib figure: training loss per step (left axis), validation AUC and F1 per epoch (right)."""
+    """Matplotlib figure: training loss per step (left axis), validation AUC and F1 per epoch (right).
+
+    The lines are created once and only their data change; the canvas is
+    re-rendered at most once per :data:`PLOT_INTERVAL_S` (a redraw of the figure
+    costs tens of milliseconds of GUI-thread time holding the GIL, which a
+    training worker thread would otherwise lose).
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -91,9 +99,22 @@ class _LivePlot(QWidget):
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.ax_loss = self.figure.add_subplot(111)
         self.ax_val = self.ax_loss.twinx()
+        (self.loss_line,) = self.ax_loss.plot([], [], color="tab:blue", lw=1, label="train loss")
+        (self.auc_line,) = self.ax_val.plot([], [], "o-", color="tab:red", ms=3, label="val AUC")
+        (self.f1_line,) = self.ax_val.plot([], [], "s--", color="tab:green", ms=3, label="val F1")
+        self.ax_loss.set_xlabel("step")
+        self.ax_loss.set_ylabel("loss", color="tab:blue")
+        self.ax_val.set_ylabel("validation")
+        self.ax_val.set_ylim(0, 1)
+        self.ax_val.legend(handles=[self.loss_line, self.auc_line, self.f1_line], loc="lower left",
+                           fontsize="x-small")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.redraw)
+        self._last_draw = 0.0
         self.clear()
 
     def clear(self) -> None:
@@ -114,20 +135,21 @@ class _LivePlot(QWidget):
                 self.val_steps.append(int(rec["step"]))
                 self.aucs.append(float("nan") if auc is None else float(auc))
                 self.f1s.append(float("nan") if f1 is None else float(f1))
-        self.redraw()
+        wait = PLOT_INTERVAL_S - (time.monotonic() - self._last_draw)
+        if wait <= 0:
+            self.redraw()
+        elif not self._timer.isActive():
+            self._timer.start(int(wait * 1000) + 1)
 
     def redraw(self) -> None:
-        for ax in (self.ax_loss, self.ax_val):
-            ax.clear()
-        self.ax_loss.plot(self.steps, self.losses, color="tab:blue", lw=1, label="train loss")
-        self.ax_loss.set_xlabel("step")
-        self.ax_loss.set_ylabel("BSD loss", color="tab:blue")
-        if self.val_steps:
-            self.ax_val.plot(self.val_steps, self.aucs, "o-", color="tab:red", ms=3, label="val AUC")
-            self.ax_val.plot(self.val_steps, self.f1s, "s--", color="tab:green", ms=3, label="val F1")
-            self.ax_val.legend(loc="lower right", fontsize="x-small")
-        self.ax_val.set_ylim(0, 1)
-        self.ax_val.set_ylabel("validation")
+        self._last_draw = time.monotonic()
+        self.loss_line.set_data(self.steps, self.losses)
+        self.auc_line.set_data(self.val_steps, self.aucs)
+        self.f1_line.set_data(self.val_steps, self.f1s)
+        self.ax_loss.relim()
+        self.ax_loss.autoscale_view()
+        if self.steps:
+            self.ax_val.set_xlim(self.ax_loss.get_xlim())
         self.canvas.draw_idle()
 
 
@@ -160,6 +182,7 @@ class FinetuneWidget(QWidget):
         self._stop = threading.Event()
         self._pairs: list[tuple[str, str]] = []
         self.last_result: Any = None
+        self._last_label = 0.0
         self.torch_threads: int | None = None  # None: the main thread's torch setting
         self._relay = _Relay()
         self._relay.progressed.connect(self._on_progress)
@@ -399,8 +422,9 @@ class FinetuneWidget(QWidget):
                 flush(done, total, message)
 
         def on_event(record: dict[str, Any]) -> None:
-            pending.append(record)
-            if record.get("kind") != "step":  # validation results and notes at once
+            pending.append(record)  # delivered with the next throttled progress update (or at the end)
+            if record.get("kind") in ("note", "diverged") or time.monotonic() - last[0] >= UI_INTERVAL_S:
+                last[0] = time.monotonic()
                 self._relay.records.emit(list(pending))
                 pending.clear()
 
@@ -447,19 +471,25 @@ class FinetuneWidget(QWidget):
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
         if total > 0:
-            self.progress_bar.setRange(0, total)
+            if self.progress_bar.maximum() != total:
+                self.progress_bar.setRange(0, total)
             self.progress_bar.setValue(min(done, total))
-        self.status_label.setText(message)
+        now = time.monotonic()
+        # the word-wrapped label re-lays out the dock on every change: at most once per PLOT_INTERVAL_S
+        if now - self._last_label >= PLOT_INTERVAL_S or (total and done >= total):
+            self._last_label = now
+            self.status_label.setText(message)
 
     def _on_records(self, records: list) -> None:
         self.plot.add(records)
-        for rec in records:
-            if rec.get("kind") == "val":
-                auc = rec.get("auc")
-                text = f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}"
-                if auc is not None:
-                    text += f", val AUC {auc:.4f}, F1 {rec.get('f1', float('nan')):.4f}"
-                self.epoch_label.setText(text)
+        vals = [rec for rec in records if rec.get("kind") == "val"]
+        if vals:
+            rec = vals[-1]
+            auc = rec.get("auc")
+            text = f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}"
+            if auc is not None:
+                text += f", val AUC {auc:.4f}, F1 {rec.get('f1', float('nan')):.4f}"
+            self.epoch_label.setText(text)
 
     def _on_returned(self, result: Any) -> None:
         self.last_result = result
