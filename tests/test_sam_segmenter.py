@@ -43,7 +43,7 @@ def _manual_whole_image(model, image, box):
 
 def test_whole_image_result_equals_hand_run_pipeline(tiny_sam, image):
     box = [10.0, 5.0, 100.0, 80.0]
-    result = Segmenter(tiny_sam).segment(image, [box], tile=0)
+    result = Segmenter(tiny_sam).segment(image, [box], tile=0, clip_to_boxes=False)
     assert result.prob.shape == (90, 120) and result.prob.dtype == np.float32
     assert result.mask.dtype == bool and np.array_equal(result.mask, result.prob >= 0.5)
     assert 0.0 <= result.prob.min() and result.prob.max() <= 1.0
@@ -51,6 +51,23 @@ def test_whole_image_result_equals_hand_run_pipeline(tiny_sam, image):
     assert result.tiles == [(0, 0, 90, 120)] and result.n_embedded == 1
     assert set(np.unique(result.labels)) <= {0, 1}
     assert np.array_equal(result.labels == 1, result.mask)
+
+
+def test_masks_are_kept_inside_their_boxes_by_default(tiny_sam, image):
+    box = [10.2, 5.0, 99.6, 80.0]
+    full = _manual_whole_image(tiny_sam, image, box)
+    result = Segmenter(tiny_sam).segment(image, [box], tile=0)
+    inside = np.zeros(full.shape, bool)
+    inside[5:81, 10:101] = True  # floor(x0)..ceil(x1), floor(y0)..ceil(y1), inclusive
+    np.testing.assert_allclose(result.prob[inside], full[inside], atol=1e-6)
+    assert np.all(result.prob[~inside] == 0.0) and not result.mask[~inside].any()
+    # two boxes: the union of the two clipped masks (maximum where they overlap)
+    second = [60.0, 40.0, 119.0, 89.0]
+    both = Segmenter(tiny_sam).segment(image, [box, second], tile=0)
+    covered = inside.copy()
+    covered[40:90, 60:120] = True
+    assert np.all(both.prob[~covered] == 0.0)
+    assert np.all(both.prob[inside] >= result.prob[inside] - 1e-6)
 
 
 def test_second_call_reuses_embedding(tiny_sam, image):
@@ -77,7 +94,7 @@ def test_tile_larger_than_image_equals_whole_image_mode(tiny_sam, image):
 
 def test_tiled_pixels_covered_by_one_window_equal_that_window_alone(tiny_sam, image):
     box = [5.0, 5.0, 115.0, 85.0]
-    result = Segmenter(tiny_sam).segment(image, [box], tile=64, overlap=16)
+    result = Segmenter(tiny_sam).segment(image, [box], tile=64, overlap=16, clip_to_boxes=False)
     first = (0, 0, 64, 64)
     assert first in result.tiles
     # window (0,0)-(64,64) alone, prompted with its part of the box (5,5)-(63,63)
@@ -237,9 +254,10 @@ def test_trained_fusion_is_applied_and_its_memo_follows_weight_changes(tiny_fine
     assert not model.fusion.is_identity()
     seg = Segmenter(model)
     box = [10.0, 5.0, 100.0, 80.0]
-    np.testing.assert_allclose(seg.segment(image, [box], tile=0).prob, _manual_whole_image(model, image, box), atol=1e-6)
+    np.testing.assert_allclose(seg.segment(image, [box], tile=0, clip_to_boxes=False).prob,
+                               _manual_whole_image(model, image, box), atol=1e-6)
     with torch.no_grad():
         model.fusion.conv2.weight.mul_(3.0)  # in-place change, as an optimiser step does
-    changed = seg.segment(image, [box], tile=0)
+    changed = seg.segment(image, [box], tile=0, clip_to_boxes=False)
     assert changed.n_embedded == 0  # encoder output still cached ...
     np.testing.assert_allclose(changed.prob, _manual_whole_image(model, image, box), atol=1e-6)  # ... fusion redone

@@ -115,6 +115,17 @@ def _box_in_tile(box: np.ndarray, tile: Tile) -> np.ndarray | None:
     return np.array([bx0 - x0, by0 - y0, bx1 - x0, by1 - y0])
 
 
+def _keep_inside_box(logits: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """``logits`` (L×H×W) with every pixel outside ``box`` (x0, y0, x1, y1; inclusive
+    pixel-index corners) set to −inf."""
+    height, width = logits.shape[-2:]
+    x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+    x1, y1 = min(int(np.ceil(box[2])), width - 1), min(int(np.ceil(box[3])), height - 1)
+    out = np.full_like(logits, -np.inf)
+    out[..., y0:y1 + 1, x0:x1 + 1] = logits[..., y0:y1 + 1, x0:x1 + 1]
+    return out
+
+
 class Segmenter:
     """Segment images with a :class:`~napari_retsam.sam.models.RetsamSam` from box prompts.
 
@@ -159,6 +170,7 @@ class Segmenter:
         tile: int | None = 512,
         overlap: int = 64,
         *,
+        clip_to_boxes: bool = True,
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
     ) -> SegmentResult:
@@ -166,8 +178,11 @@ class Segmenter:
 
         ``boxes``: K×4 ``(x0, y0, x1, y1)`` in pixel-index coordinates of the
         image (None = whole image). ``tile``/``overlap`` in pixels; ``tile`` None
-        or 0 = whole-image mode. Raises :class:`Cancelled` when ``should_stop()``
-        turns True.
+        or 0 = whole-image mode. ``clip_to_boxes`` (default): a box is the region
+        of interest, so each box's mask is kept only inside that box (pixels
+        ``floor(x0)..ceil(x1)``, ``floor(y0)..ceil(y1)``); pixels outside every
+        box get probability 0. SAM itself may extend a box's mask beyond the box.
+        Raises :class:`Cancelled` when ``should_stop()`` turns True.
         """
         start = time.perf_counter()
         rgb = to_uint8_rgb(image)
@@ -231,7 +246,10 @@ class Segmenter:
                 with torch.no_grad():
                     logits = postprocess_logits(low_res[n], size, input_size, original)
                 stitcher.add(grid[t], logits.float().cpu().numpy())
-            np.maximum(combined, stitcher.result(fill=-np.inf), out=combined)
+            logits_k = stitcher.result(fill=-np.inf)
+            if clip_to_boxes:
+                logits_k = _keep_inside_box(logits_k, boxes_arr[k])
+            np.maximum(combined, logits_k, out=combined)
         probs = (1.0 / (1.0 + np.exp(-combined.astype(np.float64)))).astype(np.float32)
         report(progress, total, total, "done")
         end = time.perf_counter()
