@@ -259,18 +259,25 @@ def test_dataset_mode_bad_input(capsys, folder_dataset, tmp_path) -> None:
     )
 
 
-def test_cli_exit_code_and_no_heavy_imports(single) -> None:
-    """Run the real command code path in a fresh interpreter; torch/napari/Qt stay unloaded."""
+def _main_in_fresh_interpreter(argv: list[str]) -> subprocess.CompletedProcess:
+    """Run ``retsam <argv>`` through the real ``main`` in a fresh interpreter; exit code
+    99 (and the list on stderr) when torch, napari, Qt or segment-anything got imported."""
     code = (
         "import sys\n"
         "from napari_retsam.cli.main import main\n"
-        f"rc = main(['evaluate', '--pred', {single['prob_path']!r}, '--gold', {single['gold_path']!r}, '--json'])\n"
+        f"rc = main({[str(a) for a in argv]!r})\n"
         "heavy = sorted(k for k in sys.modules if k.split('.')[0] in "
         "('torch', 'torchvision', 'napari', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy', 'segment_anything'))\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
         "sys.exit(rc if not heavy else 99)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_exit_code_and_no_heavy_imports(single) -> None:
+    """Run the real command code path in a fresh interpreter; torch/napari/Qt stay unloaded."""
+    result = _main_in_fresh_interpreter(["evaluate", "--pred", single["prob_path"], "--gold", single["gold_path"],
+                                         "--json"])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["n_pixels"] == 24 * 30
     bad = subprocess.run(
@@ -328,17 +335,8 @@ def test_dataset_mode_imports_no_torch_napari_qt(stare_root, tmp_path) -> None:
     pred_dir.mkdir()
     for sample in open_dataset("stare", stare_root, split="all"):
         np.save(pred_dir / f"{sample.id}.npy", sample.gold * 0.8 + 0.1)
-    code = (
-        "import sys\n"
-        "from napari_retsam.cli.main import main\n"
-        f"rc = main(['evaluate', '--dataset', 'stare', '--root', {str(stare_root)!r}, '--split', 'all', "
-        f"'--pred', {str(pred_dir)!r}, '--json', '--per-image'])\n"
-        "heavy = sorted(k for k in sys.modules if k.split('.')[0] in "
-        "('torch', 'torchvision', 'napari', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy', 'segment_anything'))\n"
-        "print('HEAVY', heavy, file=sys.stderr)\n"
-        "sys.exit(rc if not heavy else 99)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = _main_in_fresh_interpreter(["evaluate", "--dataset", "stare", "--root", str(stare_root), "--split", "all",
+                                         "--pred", str(pred_dir), "--json", "--per-image"])
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["auc"] == 1.0 and len(data["per_image"]) == 4

@@ -100,13 +100,19 @@ def test_conditional_generation_from_a_labels_layer(make_napari_viewer, qtbot, g
     assert not np.array_equal(got[0], got[1])
 
 
-def test_train_with_preview_then_report(make_napari_viewer, qtbot, gan_folder, tmp_path: Path) -> None:
-    viewer = make_napari_viewer()
+def _train_tab_on_folder(viewer, gan_folder: Path, out: Path) -> GanWidget:
+    """A GanWidget whose Train tab points at the generic ``gan_folder`` (all images) and ``out``."""
     w = GanWidget(viewer)
     w.dataset_combo.setCurrentText("folder")
     w.root_edit.setText(str(gan_folder))
     w.split_combo.setCurrentText("all")
-    w.out_edit.setText(str(tmp_path / "run"))
+    w.out_edit.setText(str(out))
+    return w
+
+
+def test_train_with_preview_then_report(make_napari_viewer, qtbot, gan_folder, tmp_path: Path) -> None:
+    viewer = make_napari_viewer()
+    w = _train_tab_on_folder(viewer, gan_folder, tmp_path / "run")
     _run(qtbot, w, lambda: w.start_training(tiny_config(iterations=2, sample_every=1)))
     qtbot.waitUntil(lambda: w.last_train_result is not None, timeout=10_000)
     assert w.last_train_result["iteration"] == 2 and w.progress.value() == 2
@@ -126,11 +132,7 @@ def test_train_with_preview_then_report(make_napari_viewer, qtbot, gan_folder, t
 
 def test_cancel_stops_and_saves_a_resumable_checkpoint(make_napari_viewer, qtbot, gan_folder, tmp_path: Path) -> None:
     viewer = make_napari_viewer()
-    w = GanWidget(viewer)
-    w.dataset_combo.setCurrentText("folder")
-    w.root_edit.setText(str(gan_folder))
-    w.split_combo.setCurrentText("all")
-    w.out_edit.setText(str(tmp_path / "run"))
+    w = _train_tab_on_folder(viewer, gan_folder, tmp_path / "run")
     w.cancel_training()  # nothing running: no effect
 
     def start():

@@ -18,7 +18,13 @@ from typing import Any
 
 from napari_retsam.errors import RetsamInputError
 
-__all__ = ["atomic_write_bytes", "atomic_save_torch", "sha256_file", "ensure_writable_dir"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_save_torch",
+    "ensure_writable_dir",
+    "load_torch_checkpoint",
+    "sha256_file",
+]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -53,6 +59,48 @@ def atomic_save_torch(obj: Any, path: str | os.PathLike[str]) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_torch_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    missing: str = "checkpoint file {path} does not exist",
+    unreadable: str = "cannot read checkpoint {path}: truncated, corrupt or not a PyTorch weights file ({error})",
+    not_dict: str = "checkpoint {path} holds a {type}, expected a dict",
+) -> dict[str, Any]:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` of a dict, with clear errors.
+
+    ``weights_only=True`` means a checkpoint never runs code: only tensors and
+    plain values load. Every failure is a :class:`RetsamInputError` whose one-line
+    message is the matching template, ``str.format``-ed with these fields:
+
+    * ``missing`` (no such file, or not a file): ``{path}``;
+    * ``unreadable`` (truncated, garbage, not a torch file; garbage bytes can
+      surface as nearly any exception inside the unpickler, so any
+      :class:`Exception` counts): ``{path}``, ``{error}`` (first line of the
+      exception text, at most 160 characters, or its type name when empty),
+      ``{error_type}`` (the exception's type name), ``{error_text}`` (its full text);
+    * ``not_dict`` (the file holds something other than a dict): ``{path}``,
+      ``{type}`` (type name of what it holds).
+
+    torch is imported here, not at module level.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise RetsamInputError(missing.format(path=path))
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        text = str(exc).strip()
+        first = text.splitlines()[0][:160] if text else type(exc).__name__
+        raise RetsamInputError(
+            unreadable.format(path=path, error=first, error_type=type(exc).__name__, error_text=exc)
+        ) from exc
+    if not isinstance(data, dict):
+        raise RetsamInputError(not_dict.format(path=path, type=type(data).__name__))
+    return data
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:

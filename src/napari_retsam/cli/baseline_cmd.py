@@ -27,15 +27,10 @@ Only the standard library is imported at module level (never torch, napari, Qt).
 from __future__ import annotations
 
 import argparse
-import io
 import json
-from pathlib import Path
 from typing import Any
 
 __all__ = ["register", "run"]
-
-_MASK_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
-_PROB_FORMATS = {".npy": "NPY", **_MASK_FORMATS}
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -74,40 +69,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _check_output(path_text: str, formats: dict[str, str], what: str) -> Path:
-    """Validate an output path's extension and folder before any computation."""
-    import os
-
-    from napari_retsam.errors import RetsamInputError
-
-    path = Path(path_text)
-    ext = path.suffix.lower()
-    if ext not in formats:
-        raise RetsamInputError(f"{what} {path} must end in one of {', '.join(sorted(formats))}")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise RetsamInputError(f"cannot write {what} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise RetsamInputError(f"cannot write {what} {path}: folder {folder} is not writable")
-    if path.is_dir():
-        raise RetsamInputError(f"cannot write {what} {path}: it is a folder")
-    return path
-
-
-def _encode(array: Any, fmt: str) -> bytes:
-    """Encode a uint8 H×W array as PNG/TIFF bytes, or any array as .npy bytes."""
-    import numpy as np
-
-    buffer = io.BytesIO()
-    if fmt == "NPY":
-        np.save(buffer, array, allow_pickle=False)
-    else:
-        from PIL import Image
-
-        Image.fromarray(array).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
 def _check_mode(args: argparse.Namespace) -> str:
     from napari_retsam.errors import RetsamInputError
 
@@ -128,6 +89,7 @@ def _run_dataset(args: argparse.Namespace, threshold: float) -> int:
     import numpy as np
 
     from napari_retsam.baseline import frangi_segment
+    from napari_retsam.cli._files import encode_array
     from napari_retsam.data import open_dataset
     from napari_retsam.io_utils import atomic_write_bytes, ensure_writable_dir
 
@@ -137,8 +99,8 @@ def _run_dataset(args: argparse.Namespace, threshold: float) -> int:
     rows = []
     for i, sample in enumerate(dataset):
         prob, mask = frangi_segment(sample.image, sample.fov, threshold=threshold)
-        atomic_write_bytes(out_dir / f"{sample.id}.npy", _encode(prob.astype(np.float32), "NPY"))
-        atomic_write_bytes(mask_dir / f"{sample.id}.png", _encode(mask.astype(np.uint8) * 255, "PNG"))
+        atomic_write_bytes(out_dir / f"{sample.id}.npy", encode_array(prob.astype(np.float32), "NPY"))
+        atomic_write_bytes(mask_dir / f"{sample.id}.png", encode_array(mask.astype(np.uint8) * 255, "PNG"))
         fov_pixels = int(sample.fov.sum())
         rows.append({"id": sample.id, "fov_pixels": fov_pixels, "fov_computed": bool(sample.fov_computed),
                      "vessel_pixels": int(mask.sum())})
@@ -173,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_retsam.baseline import DEFAULT_THRESHOLD, frangi_segment
+    from napari_retsam.cli._files import check_mask_outputs, write_mask, write_probability
     from napari_retsam.data import compute_fov, read_binary_mask, read_image
     from napari_retsam.errors import RetsamInputError
-    from napari_retsam.io_utils import atomic_write_bytes
 
     mode = _check_mode(args)
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
@@ -183,10 +145,7 @@ def run(args: argparse.Namespace) -> int:
         raise RetsamInputError(f"--threshold must be in [0, 1], got {threshold}")
     if mode == "dataset":
         return _run_dataset(args, threshold)
-    out = _check_output(args.out, _MASK_FORMATS, "mask output")
-    prob_out = _check_output(args.prob_out, _PROB_FORMATS, "probability output") if args.prob_out else None
-    if prob_out is not None and prob_out.resolve() == out.resolve():
-        raise RetsamInputError("--out and --prob-out must be different files")
+    out, prob_out = check_mask_outputs(args.out, args.prob_out)
 
     image = read_image(args.image)
     if args.fov is not None:
@@ -202,11 +161,9 @@ def run(args: argparse.Namespace) -> int:
         fov_computed = True
     prob, mask = frangi_segment(image, fov, threshold=threshold)
 
-    atomic_write_bytes(out, _encode(mask.astype(np.uint8) * 255, _MASK_FORMATS[out.suffix.lower()]))
+    write_mask(out, mask.astype(np.uint8) * 255)
     if prob_out is not None:
-        fmt = _PROB_FORMATS[prob_out.suffix.lower()]
-        data = prob.astype(np.float32) if fmt == "NPY" else np.rint(prob * 255.0).astype(np.uint8)
-        atomic_write_bytes(prob_out, _encode(data, fmt))
+        write_probability(prob_out, prob)
 
     fov_pixels = int(fov.sum())
     vessel_pixels = int(mask.sum())

@@ -30,8 +30,6 @@ from typing import Any
 
 __all__ = ["parse_box", "register", "run"]
 
-_MASK_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
-_PROB_FORMATS = {".npy": "NPY", **_MASK_FORMATS}
 _MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 
 
@@ -91,39 +89,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _check_output(path_text: str, formats: dict[str, str], what: str) -> Path:
-    import os
-
-    from napari_retsam.errors import RetsamInputError
-
-    path = Path(path_text)
-    if path.suffix.lower() not in formats:
-        raise RetsamInputError(f"{what} {path} must end in one of {', '.join(sorted(formats))}")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise RetsamInputError(f"cannot write {what} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise RetsamInputError(f"cannot write {what} {path}: folder {folder} is not writable")
-    if path.is_dir():
-        raise RetsamInputError(f"cannot write {what} {path}: it is a folder")
-    return path
-
-
-def _encode(array: Any, fmt: str) -> bytes:
-    import io
-
-    import numpy as np
-
-    buffer = io.BytesIO()
-    if fmt == "NPY":
-        np.save(buffer, array, allow_pickle=False)
-    else:
-        from PIL import Image
-
-        Image.fromarray(array).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
 def fov_box(image: Any) -> list[float]:
     """Bounding box ``[x0, y0, x1, y1]`` of the FOV computed from ``image``."""
     import numpy as np
@@ -156,14 +121,11 @@ def _download_progress(done: int, total: int, message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from napari_retsam.cli._files import check_mask_outputs, write_mask, write_probability
     from napari_retsam.data import read_image
     from napari_retsam.errors import RetsamInputError
-    from napari_retsam.io_utils import atomic_write_bytes
 
-    out = _check_output(args.out, _MASK_FORMATS, "mask output")
-    prob_out = _check_output(args.prob_out, _PROB_FORMATS, "probability output") if args.prob_out else None
-    if prob_out is not None and prob_out.resolve() == out.resolve():
-        raise RetsamInputError("--out and --prob-out must be different files")
+    out, prob_out = check_mask_outputs(args.out, args.prob_out)
     if args.tile < 0 or (0 < args.tile < 16):
         raise RetsamInputError(f"--tile must be 0 (whole image) or at least 16, got {args.tile}")
     if args.tile and not 0 <= args.overlap < args.tile:
@@ -201,11 +163,9 @@ def run(args: argparse.Namespace) -> int:
         mask_image = result.mask.astype(np.uint8) * 255
     else:
         mask_image = result.labels
-    atomic_write_bytes(out, _encode(mask_image, _MASK_FORMATS[out.suffix.lower()]))
+    write_mask(out, mask_image)
     if prob_out is not None:
-        fmt = _PROB_FORMATS[prob_out.suffix.lower()]
-        data = result.prob.astype(np.float32) if fmt == "NPY" else np.rint(result.prob * 255.0).astype(np.uint8)
-        atomic_write_bytes(prob_out, _encode(data, fmt))
+        write_probability(prob_out, result.prob)
 
     vessel = int(result.mask.sum())
     summary = {

@@ -48,7 +48,9 @@ __all__ = [
     "LOSSY_EXTENSIONS",
     "is_image_file",
     "read_binary_mask",
+    "read_bytes",
     "read_image",
+    "read_npy",
     "split_image_name",
 ]
 
@@ -102,17 +104,23 @@ def _base_ext(path: Path) -> str:
     return ext[:-3] if ext.endswith(".gz") else ext
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when the name ends in ``.gz``."""
+def read_bytes(path: str | os.PathLike[str], *, kind: str = "an image file", gunzip: bool = True) -> bytes:
+    """The file's bytes, gunzipped when ``gunzip`` and the name ends in ``.gz``.
+
+    Missing file, folder, unreadable file or broken gzip data ->
+    :class:`RetsamInputError` with a one-line message (``kind`` names what was
+    expected in the folder case: "expected {kind}, got a folder").
+    """
+    path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise RetsamInputError(f"file not found: {path}") from exc
     except IsADirectoryError as exc:
-        raise RetsamInputError(f"expected an image file, got a folder: {path}") from exc
+        raise RetsamInputError(f"expected {kind}, got a folder: {path}") from exc
     except OSError as exc:
         raise RetsamInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if path.name.lower().endswith(".gz"):
+    if gunzip and path.name.lower().endswith(".gz"):
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
@@ -120,15 +128,22 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def read_npy(path: str | os.PathLike[str], *, kind: str = "an image file", gunzip: bool = True) -> np.ndarray:
+    """One array from a ``.npy`` file, loaded with ``allow_pickle=False``.
+
+    Bytes come from :func:`read_bytes` (same ``kind``/``gunzip``); a file that is
+    not a valid ``.npy`` array, or holds an ``.npz`` archive instead of one
+    array, raises :class:`RetsamInputError`.
+    """
+    path = Path(path)
     try:
-        arr = np.load(io.BytesIO(_read_bytes(path)), allow_pickle=False)
+        arr = np.load(io.BytesIO(read_bytes(path, kind=kind, gunzip=gunzip)), allow_pickle=False)
     except RetsamInputError:
         raise
     except (ValueError, OSError, EOFError) as exc:
         raise RetsamInputError(f"cannot read {path}: not a valid .npy array ({exc})") from exc
     if not isinstance(arr, np.ndarray):
-        raise RetsamInputError(f"cannot read {path}: expected one array")
+        raise RetsamInputError(f"cannot read {path}: expected a single array")
     return arr
 
 
@@ -136,7 +151,7 @@ def _open_pil(path: Path):  # -> PIL.Image.Image (Pillow is imported lazily)
     """Decode with Pillow (fully loaded, so a truncated file fails here)."""
     from PIL import Image, UnidentifiedImageError
 
-    data = _read_bytes(path)
+    data = read_bytes(path)
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
@@ -216,7 +231,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """
     path = Path(path)
     if _base_ext(path) == ".npy":
-        arr = _load_npy(path)
+        arr = read_npy(path)
     else:
         img = _open_pil(path)
         if isinstance(img, np.ndarray):  # decoded by tifffile
@@ -282,7 +297,7 @@ def read_binary_mask(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     ext = _base_ext(path)
     if ext == ".npy":
-        arr = _load_npy(path)
+        arr = read_npy(path)
     else:
         img = _open_pil(path)
         if isinstance(img, np.ndarray):

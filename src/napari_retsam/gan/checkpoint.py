@@ -25,6 +25,7 @@ import numpy as np
 
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.gan.config import GanConfig
+from napari_retsam.io_utils import load_torch_checkpoint
 
 __all__ = ["GENERATOR_FORMAT", "TRAIN_FORMAT", "GeneratorCheckpoint", "load_checkpoint_dict", "load_generator"]
 
@@ -55,18 +56,12 @@ class GeneratorCheckpoint:
 
 def load_checkpoint_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint file (``weights_only=True``); RetsamInputError if unusable."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise RetsamInputError(f"GAN checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise RetsamInputError(f"cannot read GAN checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RetsamInputError(f"{path} is not a napari-retsam GAN checkpoint")
-    return data
+    return load_torch_checkpoint(
+        path,
+        missing="GAN checkpoint not found: {path}",
+        unreadable="cannot read GAN checkpoint {path}: {error_type}: {error_text}",
+        not_dict="{path} is not a napari-retsam GAN checkpoint",
+    )
 
 
 def _generator_dict(data: dict[str, Any], path: Path | str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_retsam.data.imageio import read_bytes, read_npy
 from napari_retsam.errors import RetsamInputError
 
 __all__ = [
@@ -40,26 +41,12 @@ PREDICTION_EXTENSIONS: tuple[str, ...] = (".npy", ".png", ".tif", ".tiff")
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise RetsamInputError(f"file not found: {path}") from exc
-    except IsADirectoryError as exc:
-        raise RetsamInputError(f"expected a file, got a folder: {path}") from exc
-    except OSError as exc:
-        raise RetsamInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    """The file's bytes (never gunzipped: prediction names end in .npy/.png/.tif)."""
+    return read_bytes(path, kind="a file", gunzip=False)
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    try:
-        arr = np.load(io.BytesIO(_read_bytes(path)), allow_pickle=False)
-    except RetsamInputError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise RetsamInputError(f"cannot read {path}: not a valid .npy array ({exc})") from exc
-    if not isinstance(arr, np.ndarray):
-        raise RetsamInputError(f"cannot read {path}: expected a single array")
-    return arr
+    return read_npy(path, kind="a file", gunzip=False)
 
 
 def _decode_image(path: Path, *, palette_index: bool) -> np.ndarray:

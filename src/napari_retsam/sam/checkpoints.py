@@ -42,10 +42,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +51,7 @@ from typing import Any
 
 from napari_retsam import __version__
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.io_utils import atomic_save_torch, sha256_file
+from napari_retsam.io_utils import atomic_save_torch, load_torch_checkpoint, sha256_file
 from napari_retsam.sam.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 
 __all__ = [
@@ -258,28 +256,16 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with clear errors."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise RetsamInputError(f"checkpoint file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    # garbage bytes can surface as nearly any exception inside the unpickler
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, IndexError,
-            KeyError, TypeError, AttributeError, UnicodeDecodeError, MemoryError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise RetsamInputError(
-            f"cannot read checkpoint {path}: truncated, corrupt or not a PyTorch weights file ({first}); "
-            "expected an official SAM .pth or a napari-retsam checkpoint"
-        ) from exc
-    if not isinstance(state, dict):
-        raise RetsamInputError(
-            f"checkpoint {path} holds a {type(state).__name__}, expected a state dict (official SAM .pth) "
-            "or a napari-retsam checkpoint dict"
-        )
-    return state
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with clear errors
+    (:func:`napari_retsam.io_utils.load_torch_checkpoint`)."""
+    return load_torch_checkpoint(
+        path,
+        missing="checkpoint file {path} does not exist",
+        unreadable="cannot read checkpoint {path}: truncated, corrupt or not a PyTorch weights file ({error}); "
+        "expected an official SAM .pth or a napari-retsam checkpoint",
+        not_dict="checkpoint {path} holds a {type}, expected a state dict (official SAM .pth) "
+        "or a napari-retsam checkpoint dict",
+    )
 
 
 def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]]:

@@ -1,24 +1,43 @@
-"""Helpers shared by the dock widgets: user-error notifications and worker plumbing.
+"""Helpers shared by the dock widgets: user-error notifications, worker plumbing
+and layer bookkeeping.
 
 Every widget follows one pattern: read layers on the main thread, run one core
 call (in a napari worker thread when it is long), write layers back on the main
 thread. A :class:`~napari_retsam.errors.RetsamInputError` raised anywhere in that
 chain becomes a napari notification, never a traceback in the viewer.
+
+Layer bookkeeping: :func:`watch_layer_list` keeps a widget's layer choices
+current, :func:`set_combo_items` refills a choice box keeping the user's pick,
+:func:`add_or_update_layer` writes an output layer in place on re-runs.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, Signal
 
 from napari_retsam.errors import RetsamInputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["notify_user_errors", "show_error", "show_info", "show_warning", "worker_error_handler"]
+__all__ = [
+    "ProgressRelay",
+    "add_or_update_layer",
+    "make_worker",
+    "notify_user_errors",
+    "set_combo_items",
+    "show_error",
+    "show_info",
+    "show_warning",
+    "watch_layer_list",
+    "worker_error_handler",
+]
 
 
 def notify_user_errors(func: F) -> F:
@@ -48,3 +67,99 @@ def worker_error_handler(exc: BaseException) -> None:
         show_error(str(exc))
     else:
         show_error(f"{type(exc).__name__}: {exc}")
+
+
+def make_worker(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A napari worker running ``func(*args, **kwargs)``, not started yet.
+
+    Errors are not re-raised in the main thread (``_ignore_errors=True``) and
+    napari's own error relay (a notification with the traceback) is
+    disconnected, so each error is reported once, by the handlers the caller
+    connects to ``worker.errored``.
+    """
+    worker = create_worker(func, *args, _start_thread=False, _ignore_errors=True, **kwargs)
+    try:
+        worker.errored.disconnect(worker._relay_error)
+    except (AttributeError, TypeError, RuntimeError):
+        pass
+    return worker
+
+
+class ProgressRelay(QObject):
+    """Carries ``progress(done, total, message)`` from the worker thread to the UI thread.
+
+    Pass ``relay.progressed.emit`` as the core call's ``progress`` callback and
+    connect ``relay.progressed`` to a main-thread slot (a queued connection).
+    """
+
+    progressed = Signal(int, int, str)
+
+
+class _RenameWatcher:
+    """``layers.events.inserted`` callback: connects the new layer's name event to
+    ``refresh``, holding ``refresh`` weakly when it is a bound method (napari
+    holds bound methods weakly too, so a closed widget is not kept alive)."""
+
+    def __init__(self, refresh: Callable[..., Any]) -> None:
+        try:
+            ref: Callable[[], Callable[..., Any] | None] = weakref.WeakMethod(refresh)  # type: ignore[arg-type]
+        except TypeError:  # a plain function: hold it
+            ref = lambda: refresh  # noqa: E731
+        self._refresh = ref
+
+    def __call__(self, event: Any) -> None:
+        refresh = self._refresh()
+        if refresh is not None:
+            event.value.events.name.connect(refresh)
+
+
+def watch_layer_list(viewer: Any, refresh: Callable[..., Any]) -> None:
+    """Call ``refresh(event)`` whenever a layer is inserted, removed, reordered or
+    renamed in ``viewer`` (layers present now and layers added later).
+
+    ``refresh`` should be a bound method of the widget: napari's event emitters
+    hold bound methods weakly.
+    """
+    layers = viewer.layers
+    for emitter in (layers.events.inserted, layers.events.removed, layers.events.reordered):
+        emitter.connect(refresh)
+    layers.events.inserted.connect(_RenameWatcher(refresh))
+    for layer in layers:
+        layer.events.name.connect(refresh)
+
+
+def set_combo_items(combo: Any, names: Sequence[str], *, select_last_if_lost: bool = False) -> None:
+    """Refill a ``QComboBox`` with ``names``, keeping the current choice when it is
+    still listed (else the first item, or the last with ``select_last_if_lost``).
+
+    Signals are blocked meanwhile, so refilling is not a user choice.
+    """
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(list(names))
+    if current in names:
+        combo.setCurrentText(current)
+    elif names and select_last_if_lost:
+        combo.setCurrentIndex(len(names) - 1)
+    combo.blockSignals(False)
+
+
+def add_or_update_layer(viewer: Any, layer_type: type, name: str, data: Any, **add_kwargs: Any) -> Any:
+    """Write an output layer: update it in place, or (re)create it.
+
+    If ``viewer`` has a layer called ``name`` that is a ``layer_type`` (e.g.
+    ``napari.layers.Image``) with data of the same shape, its ``data`` is
+    replaced (keeping the user's display settings); otherwise a layer of that
+    name is removed and a new one is added with
+    ``viewer.add_<image|labels|...>(data, name=name, **add_kwargs)``.
+    Returns the layer.
+    """
+    existing = viewer.layers[name] if name and name in viewer.layers else None
+    if isinstance(existing, layer_type) and existing.data.shape == data.shape:
+        existing.data = data
+        return existing
+    if existing is not None:
+        viewer.layers.remove(existing)
+    add = getattr(viewer, f"add_{layer_type.__name__.lower()}")
+    return add(data, name=name, **add_kwargs)

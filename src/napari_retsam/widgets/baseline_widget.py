@@ -16,9 +16,7 @@ from typing import Any
 import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -33,7 +31,16 @@ from qtpy.QtWidgets import (
 
 from napari_retsam.baseline import DEFAULT_THRESHOLD, frangi_segment_stack
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.widgets._common import notify_user_errors, show_info, worker_error_handler
+from napari_retsam.widgets._common import (
+    ProgressRelay,
+    add_or_update_layer,
+    make_worker,
+    notify_user_errors,
+    set_combo_items,
+    show_info,
+    watch_layer_list,
+    worker_error_handler,
+)
 
 __all__ = ["BaselineWidget", "NO_FOV"]
 
@@ -49,12 +56,6 @@ def mask_colormap() -> DirectLabelColormap:
     return DirectLabelColormap(color_dict={None: transparent, 0: transparent, 1: MASK_COLOR})
 
 
-class _ProgressRelay(QObject):
-    """Carries ``progress(done, total, message)`` from the worker thread to the UI thread."""
-
-    progressed = Signal(int, int, str)
-
-
 class BaselineWidget(QWidget):
     """Frangi vesselness baseline: probability map and vessel mask of an image layer."""
 
@@ -63,7 +64,7 @@ class BaselineWidget(QWidget):
         self.viewer = napari_viewer
         self._worker: Any = None
         self._stop_requested = False
-        self._relay = _ProgressRelay()
+        self._relay = ProgressRelay()
         self._relay.progressed.connect(self._on_progress)
 
         self.image_combo = QComboBox()
@@ -100,18 +101,10 @@ class BaselineWidget(QWidget):
 
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)
-        layers = self.viewer.layers
-        for emitter in (layers.events.inserted, layers.events.removed, layers.events.reordered):
-            emitter.connect(self.refresh_choices)
-        layers.events.inserted.connect(self._watch_name)
-        for layer in layers:
-            layer.events.name.connect(self.refresh_choices)
+        watch_layer_list(self.viewer, self.refresh_choices)
         self.refresh_choices()
 
     # -- layer choices -------------------------------------------------------
-    def _watch_name(self, event: Any) -> None:
-        event.value.events.name.connect(self.refresh_choices)
-
     @staticmethod
     def _is_output(layer: Layer) -> bool:
         return layer.name.endswith(" frangi prob") or layer.name.endswith(" frangi mask")
@@ -121,14 +114,8 @@ class BaselineWidget(QWidget):
         images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not self._is_output(ly)]
         fovs = [NO_FOV] + [ly.name for ly in self.viewer.layers
                            if isinstance(ly, Labels) and not self._is_output(ly)]
-        for combo, names in ((self.image_combo, images), (self.fov_combo, fovs)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+        set_combo_items(self.image_combo, images)
+        set_combo_items(self.fov_combo, fovs)
 
     def _layer(self, name: str) -> Layer | None:
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
@@ -188,17 +175,12 @@ class BaselineWidget(QWidget):
         layer, data, fov = self._inputs(image_layer, fov_layer)
         t = float(self.threshold_spin.value() if threshold is None else threshold)
         self._stop_requested = False
-        worker = create_worker(
-            frangi_segment_stack, data, fov, t, rgb=bool(layer.rgb),
-            progress=self._relay.progressed.emit, should_stop=lambda: self._stop_requested,
-            _start_thread=False, _ignore_errors=True,
-        )
         # One notification per error: ours (one line for user errors, napari's
         # traceback view for bugs) instead of napari's default relay as well.
-        try:
-            worker.errored.disconnect(worker._relay_error)
-        except (AttributeError, TypeError, RuntimeError):
-            pass
+        worker = make_worker(
+            frangi_segment_stack, data, fov, t, rgb=bool(layer.rgb),
+            progress=self._relay.progressed.emit, should_stop=lambda: self._stop_requested,
+        )
         worker.returned.connect(lambda result: self._on_result(layer, t, result))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
@@ -249,22 +231,10 @@ class BaselineWidget(QWidget):
         common = {"scale": layer.scale[: prob.ndim], "translate": layer.translate[: prob.ndim]}
         prob_name, mask_name = f"{layer.name} frangi prob", f"{layer.name} frangi mask"
         labels = mask.astype(np.uint8)
-        existing = self._layer(prob_name)
-        if isinstance(existing, Image) and existing.data.shape == prob.shape:
-            existing.data = prob
-            existing.contrast_limits = (0.0, 1.0)
-        else:
-            if existing is not None:
-                self.viewer.layers.remove(existing)
-            self.viewer.add_image(prob, name=prob_name, colormap="magma",
-                                  contrast_limits=(0.0, 1.0), **common)
-        existing = self._layer(mask_name)
-        if isinstance(existing, Labels) and existing.data.shape == labels.shape:
-            existing.data = labels
-        else:
-            if existing is not None:
-                self.viewer.layers.remove(existing)
-            self.viewer.add_labels(labels, name=mask_name, opacity=0.6, colormap=mask_colormap(), **common)
+        prob_layer = add_or_update_layer(self.viewer, Image, prob_name, prob, colormap="magma",
+                                         contrast_limits=(0.0, 1.0), **common)
+        prob_layer.contrast_limits = (0.0, 1.0)  # also when updated in place
+        add_or_update_layer(self.viewer, Labels, mask_name, labels, opacity=0.6, colormap=mask_colormap(), **common)
         fraction = float(mask.mean()) if mask.size else 0.0
         message = (f"done: {int(mask.sum())} vessel pixels ({100 * fraction:.1f}% of the image) "
                    f"at threshold {threshold:g}")

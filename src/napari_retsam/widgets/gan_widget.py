@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Labels
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -50,7 +49,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.widgets._common import notify_user_errors, show_info, worker_error_handler
+from napari_retsam.widgets._common import (
+    make_worker,
+    notify_user_errors,
+    set_combo_items,
+    show_info,
+    worker_error_handler,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -239,11 +244,7 @@ class GanWidget(QWidget):
     def _make_worker(self, job: Any) -> Any:
         """A napari worker for ``job`` (not started) whose errors become one notification each:
         ours (one line for user errors) instead of napari's traceback relay as well."""
-        worker = create_worker(job, _start_thread=False, _ignore_errors=True)
-        try:
-            worker.errored.disconnect(worker._relay_error)
-        except (AttributeError, TypeError, RuntimeError):
-            pass
+        worker = make_worker(job)
         worker.errored.connect(worker_error_handler)
         worker.finished.connect(self._job_finished)
         return worker
@@ -336,15 +337,9 @@ class GanWidget(QWidget):
         return tab
 
     def _refresh_layers(self, event: Any = None) -> None:
-        current = self.mask_layer_combo.currentText()
-        self.mask_layer_combo.blockSignals(True)
-        self.mask_layer_combo.clear()
         names = [NO_LAYER] + [layer.name for layer in self.viewer.layers
                               if isinstance(layer, Labels) and layer.name != MASKS_LAYER]
-        self.mask_layer_combo.addItems(names)
-        if current in names:
-            self.mask_layer_combo.setCurrentText(current)
-        self.mask_layer_combo.blockSignals(False)
+        set_combo_items(self.mask_layer_combo, names)
 
     def _conditional_masks(self) -> np.ndarray | None:
         name = self.mask_layer_combo.currentText()

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
@@ -55,7 +54,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.widgets._common import show_error, show_info
+from napari_retsam.widgets._common import make_worker, show_error, show_info
 from napari_retsam.widgets._metrics_compute import (
     DEFAULT_WORKER_MIN_PIXELS,
     ERROR_CODES,
@@ -522,9 +521,9 @@ class MetricsPanel(QWidget):
             return
         if self._worker is not None:
             self._worker.quit()  # its result, if it still comes, is dropped (older id)
-        # _ignore_errors: errors reach _on_error only (napari would otherwise re-raise them
-        # in the main thread, i.e. show a traceback for a plain user mistake)
-        worker = create_worker(compute_panel, request, _start_thread=False, _ignore_errors=True)
+        # errors reach _on_error only (napari would otherwise re-raise them in the main
+        # thread and relay a traceback notification for a plain user mistake)
+        worker = make_worker(compute_panel, request)
         worker.returned.connect(partial(self._on_result, request_id))
         worker.errored.connect(partial(self._on_error, request_id, explicit))
         worker.finished.connect(partial(self._on_worker_finished, request_id))

@@ -28,7 +28,7 @@ import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer, Shapes
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -46,7 +46,16 @@ from qtpy.QtWidgets import (
 
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.sam.progress import Cancelled
-from napari_retsam.widgets._common import notify_user_errors, show_info, show_warning, worker_error_handler
+from napari_retsam.widgets._common import (
+    ProgressRelay,
+    add_or_update_layer,
+    notify_user_errors,
+    set_combo_items,
+    show_info,
+    show_warning,
+    watch_layer_list,
+    worker_error_handler,
+)
 from napari_retsam.widgets._models import registered_models, subscribe
 from napari_retsam.widgets._segment_boxes import BoxPlan, boxes_from_shapes, image_geometry
 from napari_retsam.widgets._segment_engine import EngineKey, SegmentEngine, SliceResult
@@ -56,12 +65,6 @@ __all__ = ["SegmentWidget"]
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _OUTPUT_SUFFIXES = (" SAM mask", " SAM prob", " SAM auto mask", " SAM auto prob")
-
-
-class _ProgressRelay(QObject):
-    """Carries ``progress(done, total, message)`` from the worker thread to the UI thread."""
-
-    progressed = Signal(int, int, str)
 
 
 class SegmentWidget(QWidget):
@@ -75,7 +78,7 @@ class SegmentWidget(QWidget):
         self._stop_requested = False
         self._live_layer: Shapes | None = None
         self._pending_live = False
-        self._relay = _ProgressRelay()
+        self._relay = ProgressRelay()
         self._relay.progressed.connect(self._on_progress)
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
@@ -159,12 +162,7 @@ class SegmentWidget(QWidget):
         self._unsubscribe = subscribe(self._on_model_registered)
         self.destroyed.connect(lambda *_: self._unsubscribe())
         self.refresh_trained_models()
-        layers = self.viewer.layers
-        for emitter in (layers.events.inserted, layers.events.removed, layers.events.reordered):
-            emitter.connect(self.refresh_choices)
-        layers.events.inserted.connect(self._watch_name)
-        for layer in layers:
-            layer.events.name.connect(self.refresh_choices)
+        watch_layer_list(self.viewer, self.refresh_choices)
         self.refresh_choices()
 
     # -- form helpers ----------------------------------------------------------
@@ -229,9 +227,6 @@ class SegmentWidget(QWidget):
         self._set_status(f"using fine-tuned model '{entry.name}'")
 
     # -- layer choices ---------------------------------------------------------
-    def _watch_name(self, event: Any) -> None:
-        event.value.events.name.connect(self.refresh_choices)
-
     @staticmethod
     def _is_output(layer: Layer) -> bool:
         return layer.name.endswith(_OUTPUT_SUFFIXES)
@@ -240,16 +235,8 @@ class SegmentWidget(QWidget):
         """Re-list Image layers (not our outputs) and Shapes layers."""
         images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not self._is_output(ly)]
         shapes = [ly.name for ly in self.viewer.layers if isinstance(ly, Shapes)]
-        for combo, names in ((self.image_combo, images), (self.shapes_combo, shapes)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            elif names and combo is self.shapes_combo:
-                combo.setCurrentIndex(len(names) - 1)
-            combo.blockSignals(False)
+        set_combo_items(self.image_combo, images)
+        set_combo_items(self.shapes_combo, shapes, select_last_if_lost=True)
         self._update_live_connection()
 
     def _layer(self, name: Layer | str | None) -> Layer | None:
@@ -406,19 +393,9 @@ class SegmentWidget(QWidget):
             else:
                 prob[s], labels[s] = res.prob, res.labels
         common = {"scale": image.scale, "translate": image.translate}
-        if isinstance(prob_layer, Image) and prob_layer.data.shape == shape:
-            prob_layer.data = prob
-        else:
-            if prob_layer is not None:
-                self.viewer.layers.remove(prob_layer)
-            self.viewer.add_image(prob, name=prob_name, colormap="magma", contrast_limits=(0.0, 1.0),
-                                  blending="additive", **common)
-        if isinstance(mask_layer, Labels) and mask_layer.data.shape == shape:
-            mask_layer.data = labels
-        else:
-            if mask_layer is not None:
-                self.viewer.layers.remove(mask_layer)
-            self.viewer.add_labels(labels, name=mask_name, opacity=0.6, **common)
+        add_or_update_layer(self.viewer, Image, prob_name, prob, colormap="magma", contrast_limits=(0.0, 1.0),
+                            blending="additive", **common)
+        add_or_update_layer(self.viewer, Labels, mask_name, labels, opacity=0.6, **common)
         vessel = sum(int((r.labels > 0).sum()) for r in results.values())
         embedded = sum(r.n_embedded for r in results.values())
         where = "" if n_slices is None else f" on slice(s) {', '.join(str(s) for s in sorted(results))}"
