@@ -240,3 +240,32 @@ def test_bce_loss_tiled_and_full_finetune(items, tiny_sam_checkpoint, tmp_path) 
     from napari_retsam.sam import load_sam
 
     assert load_sam(tmp_path / "x" / "best.pt", device="cpu").model_type == "tiny"
+
+
+def test_cached_embeddings_train_exactly_like_encoder_every_step(items, tiny_sam_checkpoint, tmp_path) -> None:
+    cached = _model(tiny_sam_checkpoint)
+    train(cached, items[:3], [], _config(epochs=2), tmp_path / "c")
+    uncached = _model(tiny_sam_checkpoint)
+    calls = []
+    original_embed = uncached.embed
+    uncached.embed = lambda batch: (calls.append(batch.shape[0]), original_embed(batch))[1]  # type: ignore[method-assign]
+    result = train(uncached, items[:3], [], _config(epochs=2, cache_embeddings=False), tmp_path / "u")
+    assert result.step == 4 and sum(calls) == 2 * 3  # every tile of every step: 3 tiles per epoch, 2 epochs
+    a, b = _trainable(cached), _trainable(uncached)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_disk_cache_is_reused_by_the_next_run(items, tiny_sam_checkpoint, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    first = _model(tiny_sam_checkpoint)
+    train(first, items[:2], items[2:3], _config(epochs=1, cache_dir=str(cache)), tmp_path / "1")
+    entries = sorted(p.name for p in cache.glob("*.pt"))
+    assert len(entries) == 2 * 2 + 1  # 2 items × 2 views + 1 validation image
+    second = _model(tiny_sam_checkpoint)
+    calls = []
+    original_embed = second.embed
+    second.embed = lambda batch: (calls.append(batch.shape[0]), original_embed(batch))[1]  # type: ignore[method-assign]
+    train(second, items[:2], items[2:3], _config(epochs=1, cache_dir=str(cache)), tmp_path / "2")
+    assert calls == []  # every embedding came from the signed disk cache
+    assert sorted(p.name for p in cache.glob("*.pt")) == entries

@@ -4,7 +4,10 @@
 * :mod:`~napari_retsam.training.config` — :class:`FinetuneConfig` (JSON-serialisable)
 * :mod:`~napari_retsam.training.data` — training items, prompts, augmentation, tiling
 * :mod:`~napari_retsam.training.loop` — :func:`train` (checkpoints, resume, validation)
+* :mod:`~napari_retsam.training.units` / :mod:`~napari_retsam.training.embedding_store` —
+  tiles, targets and cached embeddings
 * :mod:`~napari_retsam.training.distributed` — torchrun / DDP helpers
+* :mod:`~napari_retsam.training.runner` — :func:`finetune` (options -> run; CLI and widget)
 
 Names are resolved lazily, so ``import napari_retsam.training`` itself is cheap;
 the sub-modules import torch.
@@ -22,7 +25,9 @@ _EXPORTS = {
     "TrainItem": "napari_retsam.training.data",
     "train": "napari_retsam.training.loop",
     "TrainResult": "napari_retsam.training.loop",
-    "load_finetune_checkpoint": "napari_retsam.training.checkpoint",
+    "TrainingDiverged": "napari_retsam.training.loop",
+    "DataOptions": "napari_retsam.training.runner",
+    "finetune": "napari_retsam.training.runner",
 }
 
 __all__ = sorted(_EXPORTS)

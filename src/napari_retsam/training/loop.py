@@ -78,7 +78,12 @@ class TrainingDiverged(RetsamInputError):
 
 @dataclass
 class TrainResult:
-    """Outcome of :func:`train`."""
+    """Outcome of :func:`train`.
+
+    ``steps_per_second`` = optimizer steps of this call / seconds spent inside
+    them (batch assembly, forward, backward, update; not the one-off embedding,
+    validation or checkpoint writing); ``wall_seconds`` = the whole call.
+    """
 
     status: str  # "finished" | "max_steps" | "stopped"
     step: int
@@ -585,7 +590,8 @@ def train(
     elapsed = time.perf_counter() - started
     rate = steps_this_run / step_seconds if step_seconds > 0 else 0.0
     if not message:
-        message = f"{status} after {pos.step} steps"
+        what = {"max_steps": "reached max-steps", "finished": "finished"}.get(status, status)
+        message = f"{what} after {pos.step} steps"
     tell(pos.step, total_steps, message)
     return TrainResult(status, pos.step, pos.epoch, out_dir, best_score, last_metrics, history, message, rate,
                        elapsed)
