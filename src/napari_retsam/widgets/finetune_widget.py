@@ -56,6 +56,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -63,6 +64,7 @@ from qtpy.QtWidgets import (
     QListWidget,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QVBoxLayout,
@@ -113,6 +115,7 @@ class _LivePlot(QWidget):
         self.ax_loss.set_xlabel("step")
         self.ax_loss.set_ylabel("loss", color="tab:blue")
         self.ax_val.set_ylabel("validation")
+        self.ax_val.yaxis.set_label_position("right")
         self.ax_val.set_ylim(0, 1)
         self.ax_val.legend(handles=[self.loss_line, self.auc_line, self.f1_line], loc="lower left",
                            fontsize="x-small")
@@ -311,9 +314,22 @@ class FinetuneWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        # The settings scroll (they need ~1000 px), so the buttons, progress and the
+        # live plot stay visible in a dock of any height.
+        settings = QWidget()
+        settings_layout = QVBoxLayout(settings)
+        settings_layout.setContentsMargins(0, 0, 0, 0)
         for box in (data_box, hyper_box, model_box):
-            layout.addWidget(box)
+            settings_layout.addWidget(box)
+        settings_layout.addStretch(1)
+        self.settings_scroll = QScrollArea()
+        self.settings_scroll.setWidgetResizable(True)
+        self.settings_scroll.setFrameShape(QFrame.NoFrame)
+        self.settings_scroll.setWidget(settings)
+        self.settings_scroll.setMinimumHeight(200)
+        self.plot.setMinimumHeight(220)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.settings_scroll, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.epoch_label)
