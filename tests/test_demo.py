@@ -42,6 +42,8 @@ def test_every_stage_leaves_its_output(demo_out: Path) -> None:
     # report: table, figures
     for name in ("metrics.md", "metrics.csv", "protocol.json", "overlay.png", "roc.png", "demo.json"):
         assert (demo_out / name).stat().st_size > 0, name
+    # the base and the fine-tuned model share the frozen encoder: one embedding per held-out image
+    assert json.loads((demo_out / "demo.json").read_text())["encoder_passes"] == 1
 
 
 def test_metrics_table_is_complete(demo_out: Path) -> None:

@@ -88,6 +88,22 @@ def test_self_contained_project_checkpoint_needs_no_base(tmp_path):
     assert _state_equal(loaded.fusion.state_dict(), model.fusion.state_dict())
 
 
+def test_fully_fine_tuned_file_is_its_own_encoder_identity(tiny_sam_checkpoint, tmp_path):
+    """Embeddings of a fully fine-tuned (self-contained) model must never be served
+    from the base model's cache entries: the encoder weights differ."""
+    from napari_retsam.sam.embeddings import embedding_signature
+
+    base = load_sam(tiny_sam_checkpoint, device="cpu")
+    with torch.no_grad():  # full fine-tuning changes the encoder
+        next(base.sam.image_encoder.parameters()).add_(0.5)
+    path = save_project_checkpoint(base, tmp_path / "full.pt", self_contained=True)
+    tuned = load_sam(path, device="cpu")
+    assert tuned.encoder_sha256 == sha256_file(path) != sha256_file(tiny_sam_checkpoint)
+    plain = load_sam(tiny_sam_checkpoint, device="cpu")
+    window = (0, 0, 64, 64)
+    assert embedding_signature(tuned, "img", window) != embedding_signature(plain, "img", window)
+
+
 def test_architecture_mismatch_names_file_and_expectation(tiny_sam_checkpoint, tiny_finetuned_checkpoint, tmp_path):
     with pytest.raises(RetsamInputError) as err:
         load_sam(tiny_sam_checkpoint, model_type="vit_b", device="cpu")

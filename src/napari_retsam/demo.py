@@ -89,7 +89,8 @@ class DemoResult:
     protocol: Path
     overlay_png: Path
     roc_png: Path
-    sam_note: str
+    sam_note: str  # which SAM ran; encoder_passes: image embeddings computed for the SAM rows
+    encoder_passes: int = 0
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -194,7 +195,7 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
 
     import torch
 
-    from napari_retsam.sam import Segmenter
+    from napari_retsam.sam import EmbeddingCache, Segmenter
     from napari_retsam.sam.device import select_device
 
     device = str(select_device(options.device))
@@ -220,7 +221,10 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
     frangi = [frangi_probability(s.image, s.fov) for s in test]
 
     stage(4, f"sam-box: SAM with one FOV box per image ({sam_note})")
-    segmenter = Segmenter(model)
+    # One embedding cache for the base and the fine-tuned model: they share the
+    # frozen encoder (same encoder identity), so the held-out images are embedded once.
+    embeddings = EmbeddingCache()
+    segmenter = Segmenter(model, cache=embeddings)
     tile = options.tile or None
     sam_plain = [segmenter.segment(s.image, _fov_box(s.fov), tile=tile).prob for s in test]
 
@@ -239,7 +243,8 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
     trained = finetune(data, config, out / "finetune")
     tuned = load_sam(base_path, model_type=model.model_type, device=device,
                      finetuned=trained.last_path)
-    sam_tuned = [Segmenter(tuned).segment(s.image, _fov_box(s.fov), tile=tile).prob for s in test]
+    sam_tuned = [Segmenter(tuned, cache=embeddings).segment(s.image, _fov_box(s.fov), tile=tile).prob
+                 for s in test]
 
     stage(6, "report: metrics table, error overlay and ROC plot")
     table = Comparison(protocol={
@@ -271,7 +276,7 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
 
     result = DemoResult(out=out, table_markdown=paths["markdown"], table_csv=paths["csv"],
                         protocol=paths["protocol"], overlay_png=overlay, roc_png=roc,
-                        sam_note=sam_note, seconds=seconds)
+                        sam_note=sam_note, encoder_passes=embeddings.misses, seconds=seconds)
     result.files = {
         "synthetic_samples": str(synthetic_dir),
         "gan_generator": str(out / "gan"),

@@ -127,6 +127,11 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None)
 
     base, base_path, why = _try_base_model(options)
     tile = options.tile or None
+    # The base and the decoder-only fine-tuned models share the frozen encoder, so
+    # one embedding cache serves every box-prompted row (keyed by encoder identity).
+    from napari_retsam.sam import EmbeddingCache
+
+    embeddings = EmbeddingCache()
     if base is None:
         reason = f"no base SAM: {why}"
         for row in (ROW_AUTO, ROW_BOX):
@@ -140,7 +145,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None)
             done += len(samples)
         else:
             run_row(ROW_AUTO, lambda s: auto_segment(base, s.image, points_per_side=options.auto_points).prob)
-        segmenter = Segmenter(base)
+        segmenter = Segmenter(base, cache=embeddings)
         run_row(ROW_BOX, lambda s: segmenter.segment(s.image, fov_box(s.fov), tile=tile,
                                                      overlap=options.overlap).prob)
 
@@ -157,7 +162,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None)
             predictions[row] = f"cannot load {path}: {exc}"
             done += len(samples)
             continue
-        tuned = Segmenter(model)
+        tuned = Segmenter(model, cache=embeddings)
         run_row(row, lambda s, m=tuned: m.segment(s.image, fov_box(s.fov), tile=tile,
                                                   overlap=options.overlap).prob)
 

@@ -444,7 +444,10 @@ def _load_project(
     base_sha = state.get("base_checkpoint_sha256")
     if set(expected) <= set(sam_part):
         full = sam_part
-        encoder_sha = base_sha or file_sha256(path)
+        # A self-contained file carries its own encoder weights, which full
+        # fine-tuning changes: its embeddings are keyed by this file, never by
+        # the base it started from (a shared cache must not serve stale ones).
+        encoder_sha = file_sha256(path)
         used_base = None
     else:
         if base_path is None:
