@@ -226,7 +226,9 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
     embeddings = EmbeddingCache()
     segmenter = Segmenter(model, cache=embeddings)
     tile = options.tile or None
-    sam_plain = [segmenter.segment(s.image, _fov_box(s.fov), tile=tile).prob for s in test]
+    overlap = min(64, options.tile // 4)  # tile overlap in px (a quarter of small tiles)
+    sam_plain = [segmenter.segment(s.image, _fov_box(s.fov), tile=tile, overlap=overlap).prob
+                 for s in test]
 
     stage(5, f"finetune: {options.finetune_steps} decoder-only steps, BSD loss, real + GAN pairs")
     from napari_retsam.sam import load_sam
@@ -235,7 +237,7 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
 
     config = FinetuneConfig(model_type=model.model_type, checkpoint=str(base_path), epochs=1000,
                             max_steps=options.finetune_steps, batch_size=options.batch_size,
-                            lr=1e-4, warmup_steps=0, tile=options.tile, n_views=1,
+                            lr=1e-4, warmup_steps=0, tile=options.tile, overlap=max(overlap, 0), n_views=1,
                             val_fraction=0.0, seed=options.seed, device=device,
                             cache_dir=str(out / "embedding_cache"))
     data = DataOptions(dataset=name, root=root, split="train", limit=options.n_train,
@@ -243,8 +245,8 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
     trained = finetune(data, config, out / "finetune")
     tuned = load_sam(base_path, model_type=model.model_type, device=device,
                      finetuned=trained.last_path)
-    sam_tuned = [Segmenter(tuned, cache=embeddings).segment(s.image, _fov_box(s.fov), tile=tile).prob
-                 for s in test]
+    sam_tuned = [Segmenter(tuned, cache=embeddings).segment(s.image, _fov_box(s.fov), tile=tile,
+                                                                 overlap=overlap).prob for s in test]
 
     stage(6, "report: metrics table, error overlay and ROC plot")
     table = Comparison(protocol={
