@@ -140,3 +140,16 @@ def test_fov_with_gold_includes_every_vessel_pixel() -> None:
     assert out[gold].all() and out[fov].all()
     assert out.sum() == fov.sum() + 2
     assert fov_with_gold(fov, None) is fov
+
+
+def test_mask_bounding_box_uses_inclusive_pixel_corners() -> None:
+    from napari_retsam.data import mask_bounding_box
+
+    mask = np.zeros((10, 12), bool)
+    assert mask_bounding_box(mask) is None
+    mask[2, 3] = True
+    np.testing.assert_array_equal(mask_bounding_box(mask), [3, 2, 3, 2])
+    mask[7, 9] = True
+    box = mask_bounding_box(mask)
+    np.testing.assert_array_equal(box, [3, 2, 9, 7])  # x0, y0, x1 = last column, y1 = last row
+    assert box.dtype == np.float64

@@ -95,14 +95,6 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _fov_box(fov: np.ndarray) -> np.ndarray:
-    """The bounding box ``(x0, y0, x1, y1)`` of a FOV mask, in pixel coordinates."""
-    ys, xs = np.nonzero(fov)
-    if ys.size == 0:
-        raise RetsamInputError("empty field of view: no box prompt can be made")
-    return np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=np.float32)
-
-
 def _load_samples(options: DemoOptions, data_dir: Path) -> tuple[str, Path, list[Any], list[Any]]:
     """Stage 1: (dataset name, root, train samples, test samples)."""
     from napari_retsam.data import open_dataset, write_synthetic_folder
@@ -176,6 +168,7 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
     from napari_retsam.comparison import Comparison
     from napari_retsam.figures import error_overlay, save_png, save_roc_plot, thin_curve
     from napari_retsam.io_utils import ensure_writable_dir
+    from napari_retsam.method_benchmark import fov_box
     from napari_retsam.metrics import evaluate_set, roc_curve
 
     out = ensure_writable_dir(options.out)
@@ -227,7 +220,7 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
     segmenter = Segmenter(model, cache=embeddings)
     tile = options.tile or None
     overlap = min(64, options.tile // 4)  # tile overlap in px (a quarter of small tiles)
-    sam_plain = [segmenter.segment(s.image, _fov_box(s.fov), tile=tile, overlap=overlap).prob
+    sam_plain = [segmenter.segment(s.image, fov_box(s.fov), tile=tile, overlap=overlap).prob
                  for s in test]
 
     stage(5, f"finetune: {options.finetune_steps} decoder-only steps, BSD loss, real + GAN pairs")
@@ -245,7 +238,7 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
     trained = finetune(data, config, out / "finetune")
     tuned = load_sam(base_path, model_type=model.model_type, device=device,
                      finetuned=trained.last_path)
-    sam_tuned = [Segmenter(tuned, cache=embeddings).segment(s.image, _fov_box(s.fov), tile=tile,
+    sam_tuned = [Segmenter(tuned, cache=embeddings).segment(s.image, fov_box(s.fov), tile=tile,
                                                                  overlap=overlap).prob for s in test]
 
     stage(6, "report: metrics table, error overlay and ROC plot")

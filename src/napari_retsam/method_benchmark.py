@@ -67,11 +67,14 @@ class BenchmarkOptions:
 
 
 def fov_box(fov: np.ndarray) -> np.ndarray:
-    """The FOV's bounding box ``[[x0, y0, x1, y1]]`` (pixels; x1, y1 exclusive)."""
-    ys, xs = np.nonzero(fov)
-    if ys.size == 0:
+    """The box prompt of an image: its FOV's bounding box ``[[x0, y0, x1, y1]]``
+    (pixel-index corners, inclusive; see :func:`napari_retsam.data.mask_bounding_box`)."""
+    from napari_retsam.data import mask_bounding_box
+
+    box = mask_bounding_box(fov)
+    if box is None:
         raise RetsamInputError("empty field of view: no box prompt can be made")
-    return np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=np.float32)
+    return box[None]
 
 
 def _try_base_model(options: BenchmarkOptions) -> tuple[Any | None, Path | None, str]:

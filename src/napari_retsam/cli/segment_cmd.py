@@ -91,16 +91,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def fov_box(image: Any) -> list[float]:
     """Bounding box ``[x0, y0, x1, y1]`` of the FOV computed from ``image``."""
-    import numpy as np
-
-    from napari_retsam.data import compute_fov
+    from napari_retsam.data import compute_fov, mask_bounding_box
     from napari_retsam.errors import RetsamInputError
 
-    fov = np.asarray(compute_fov(image), dtype=bool)
-    rows, cols = np.nonzero(fov.any(axis=1))[0], np.nonzero(fov.any(axis=0))[0]
-    if rows.size == 0 or rows[-1] == rows[0] or cols[-1] == cols[0]:
+    box = mask_bounding_box(compute_fov(image))
+    if box is None or box[2] == box[0] or box[3] == box[1]:
         raise RetsamInputError("no field of view found in the image; pass --box x0,y0,x1,y1")
-    return [float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])]
+    return [float(v) for v in box]
 
 
 def _download_progress(done: int, total: int, message: str) -> None:

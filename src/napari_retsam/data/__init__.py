@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from napari_retsam.data.datasets import DATASETS, SPLITS, Dataset, Sample, load_sample, open_dataset
-from napari_retsam.data.fov import compute_fov
+from napari_retsam.data.fov import compute_fov, mask_bounding_box
 from napari_retsam.data.imageio import read_binary_mask, read_image
 from napari_retsam.data.layouts import detect_dataset
 
@@ -29,6 +29,7 @@ __all__ = [
     "compute_fov",
     "detect_dataset",
     "load_sample",
+    "mask_bounding_box",
     "open_dataset",
     "read_binary_mask",
     "read_image",

@@ -38,7 +38,7 @@ import numpy as np
 
 from napari_retsam.errors import RetsamInputError
 
-__all__ = ["compute_fov", "otsu_threshold", "fov_with_gold"]
+__all__ = ["compute_fov", "otsu_threshold", "fov_with_gold", "mask_bounding_box"]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -193,3 +193,19 @@ def fov_with_gold(fov: np.ndarray, gold: np.ndarray | None) -> np.ndarray:
     from scipy import ndimage as ndi
 
     return np.ascontiguousarray(ndi.binary_fill_holes(fov | gold.astype(bool)), dtype=bool)
+
+
+def mask_bounding_box(mask: np.ndarray) -> np.ndarray | None:
+    """Bounding box ``(x0, y0, x1, y1)`` of the True pixels of a 2-D mask, or None if empty.
+
+    Pixel-index coordinates with ``x1``/``y1`` the last column/row (inclusive),
+    the box convention of the SAM engine
+    (:func:`napari_retsam.sam.segmenter.validate_boxes`); float64. Used for the
+    default box prompt (the FOV's bounding box) and the training prompts.
+    """
+    region = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(region.any(axis=1))
+    cols = np.flatnonzero(region.any(axis=0))
+    if rows.size == 0:
+        return None
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)

@@ -320,11 +320,9 @@ def prompt_box(region: np.ndarray) -> np.ndarray | None:
     """Bounding box ``(x0, y0, x1, y1)`` of the True pixels of ``region`` in pixel-index
     coordinates (``x1`` = last column, ``y1`` = last row, the convention of
     :func:`napari_retsam.sam.segmenter.validate_boxes`), float64; ``None`` if empty."""
-    rows = np.flatnonzero(region.any(axis=1))
-    cols = np.flatnonzero(region.any(axis=0))
-    if rows.size == 0:
-        return None
-    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+    from napari_retsam.data.fov import mask_bounding_box
+
+    return mask_bounding_box(region)
 
 
 def jitter_box(box: np.ndarray, jitter: float, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
