@@ -30,7 +30,8 @@ def test_two_process_ddp_equals_single_process(tmp_path: Path, tiny_sam_checkpoi
                     *common, "--out", str(tmp_path / "ddp")],
         env=env, capture_output=True, text=True, timeout=240,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # torchrun's own summary comes last; the rank's error is usually earlier
+    assert proc.returncode == 0, proc.stderr[:4000] + "\n...\n" + proc.stderr[-1500:]
     assert main([*["finetune"], *common, "--out", str(tmp_path / "single")]) == 0
 
     ddp = torch.load(tmp_path / "ddp" / "last.pt", map_location="cpu", weights_only=True)

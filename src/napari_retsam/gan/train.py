@@ -443,15 +443,24 @@ def train_gan(config: GanConfig, pairs: PreparedPairs, out_dir: str | os.PathLik
     if ctx.world_size > 1 and device.startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', ctx.rank))}"
         torch.cuda.set_device(device)
+    completed = False
     try:
         trainer = GanTrainer(config, pairs, out_dir, device=device, resume=resume,
                              dataset_info=dataset_info, dist_ctx=ctx)
-        return trainer.run(progress if ctx.is_main else None, should_stop, preview if ctx.is_main else None)
+        result = trainer.run(progress if ctx.is_main else None, should_stop, preview if ctx.is_main else None)
+        completed = True
+        return result
     finally:
         if ctx.initialised_here:
             import torch.distributed as dist
 
-            dist.destroy_process_group()
+            # Ranks leave together after a completed run: a rank that exits while rank 0
+            # still writes would close gloo connections under it (and abort it).
+            try:
+                if completed:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
 
 def read_loss_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:

@@ -131,7 +131,18 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def cleanup(ctx: DistContext) -> None:
-    """Leave the process group if :func:`init_from_env` created it."""
+def cleanup(ctx: DistContext, *, completed: bool = True) -> None:
+    """Leave the process group if :func:`init_from_env` created it.
+
+    After a run that ``completed`` on this rank, all ranks first meet at a
+    barrier: otherwise a rank that finishes early (rank 0 still writing its
+    checkpoint) closes its gloo connections under a peer that is still using
+    them, which aborts that peer. After a failure no barrier is attempted (the
+    other ranks may never reach it); torchrun stops them.
+    """
     if ctx.initialized_here and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if completed:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()

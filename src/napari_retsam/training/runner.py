@@ -105,6 +105,7 @@ def finetune(
     from napari_retsam.training.loop import train
 
     ctx = init_from_env(config.device)
+    completed = False
     try:
         if ctx.is_distributed:
             config.device = rank_device(config.device, ctx)
@@ -112,10 +113,12 @@ def finetune(
         if model is None:
             model = load_base_model(config.checkpoint, config.model_type or None, device=config.device)
         config.model_type = model.model_type
-        return train(model, train_items, val_items, config, out_dir, resume=resume, progress=progress,
-                     on_event=on_event, should_stop=should_stop, ctx=ctx)
+        result = train(model, train_items, val_items, config, out_dir, resume=resume, progress=progress,
+                       on_event=on_event, should_stop=should_stop, ctx=ctx)
+        completed = True
+        return result
     finally:
-        cleanup(ctx)
+        cleanup(ctx, completed=completed)
 
 
 def layer_pairs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
