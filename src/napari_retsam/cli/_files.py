@@ -5,6 +5,8 @@ Shared by ``retsam baseline`` and ``retsam segment``:
 * :func:`check_output` validates an output path (extension, existing writable
   folder, not a folder itself) *before* any computation runs;
 * :func:`check_mask_outputs` does that for the ``--out`` / ``--prob-out`` pair;
+* :func:`check_not_input` refuses an output that would write over one of the
+  command's inputs (every command that writes files calls it before any work);
 * :func:`encode_array` turns an array into PNG/TIFF/.npy bytes;
 * :func:`write_mask` / :func:`write_probability` write them atomically
   (:func:`napari_retsam.io_utils.atomic_write_bytes`).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ __all__ = [
     "PROB_FORMATS",
     "check_output",
     "check_mask_outputs",
+    "check_not_input",
+    "dataset_files",
     "encode_array",
     "write_mask",
     "write_probability",
@@ -75,6 +80,94 @@ def check_mask_outputs(out: str, prob_out: str | None) -> tuple[Path, Path | Non
     if prob_path is not None and prob_path.resolve() == out_path.resolve():
         raise RetsamInputError("--out and --prob-out must be different files")
     return out_path, prob_path
+
+
+def _same_or_inside(inner: Path, outer: Path) -> bool:
+    """True when ``inner`` is the same file/folder as ``outer`` or lies inside it."""
+    try:
+        if os.path.samefile(inner, outer):
+            return True
+    except OSError:
+        pass
+    try:
+        a, b = inner.resolve(), outer.resolve()
+    except OSError:
+        return False
+    if a == b or b in a.parents:
+        return True
+    # a hard link or bind mount: compare the existing ancestors by identity
+    try:
+        outer_stat = os.stat(outer)
+    except OSError:
+        return False
+    for parent in inner.parents:
+        try:
+            if os.path.samestat(os.stat(parent), outer_stat):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def check_not_input(
+    inputs: Iterable[tuple[str, str | os.PathLike[str] | None]],
+    *,
+    files: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+    folders: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+    into: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+) -> None:
+    """Refuse (one-line :class:`~napari_retsam.errors.RetsamInputError`) an output
+    that would write over one of the command's inputs.
+
+    ``inputs``: ``(label, path)`` of every file or folder the command reads
+    (``None`` paths are skipped); ``files``: ``(label, path)`` of the files it
+    writes; ``folders``: ``(label, path)`` of the folders whose contents it
+    writes or replaces; ``into``: folders it adds new files to. An input
+    conflicts when it is the same file as an output file (symbolic and hard
+    links included: :func:`os.path.samefile`, else the resolved paths), lies
+    inside (or is) an output folder, or is a file directly inside an ``into``
+    folder (the outputs would mix with the inputs, e.g. predictions written into
+    a dataset's ``images/``). Call it before any work; a checkpoint a run
+    resumes from is not an input in this sense.
+    """
+    from napari_retsam.errors import RetsamInputError
+
+    outputs = [(label, Path(p), False) for label, p in files if p is not None]
+    outputs += [(label, Path(p), True) for label, p in folders if p is not None]
+    for in_label, in_path in inputs:
+        if in_path is None:
+            continue
+        source = Path(in_path)
+        for out_label, target, is_folder in outputs:
+            if is_folder or not source.is_dir():
+                if _same_or_inside(source, target):
+                    raise RetsamInputError(
+                        f"{out_label} {target} would write over the input {in_label} {source}; "
+                        "choose another output path"
+                    )
+        for out_label, target in into:
+            if target is None or source.is_dir():
+                continue
+            try:
+                clash = os.path.samefile(source.parent, target)
+            except OSError:
+                clash = source.parent.resolve() == Path(target).resolve()
+            if clash:
+                raise RetsamInputError(
+                    f"{out_label} {target} holds the input {in_label} {source}; the outputs would mix with "
+                    "the inputs: choose another output folder"
+                )
+
+
+def dataset_files(dataset: Any) -> list[tuple[str, Path]]:
+    """``(label, path)`` of every file of an opened dataset (images, gold, FOV), for :func:`check_not_input`."""
+    found = []
+    for entry in getattr(dataset, "entries", ()):
+        for kind in ("image", "gold", "fov"):
+            path = getattr(entry, kind, None)
+            if path is not None:
+                found.append((f"dataset {kind} file", Path(path)))
+    return found
 
 
 def encode_array(array: Any, fmt: str) -> bytes:

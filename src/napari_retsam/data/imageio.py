@@ -30,13 +30,34 @@ Conventions
     rather than guessed;
   - JPEG (lossy, so never exactly two values): foreground where the grey value
     is ``>= 128``.
+
+Size policy
+-----------
+Images are read up to :data:`MAX_IMAGE_PIXELS` = 12,000 × 12,000 = 144 million
+pixels (width × height, any aspect ratio). That is nine times the largest fundus
+photographs (about 4000 × 4000 = 16 MP) and holds wide-field montages; an RGB
+image that size takes 432 MB in memory, and the Frangi filter and SAM tiling need
+tens of bytes per pixel on top. Larger images are refused with one line naming
+the file, its size and the limit, from the file's header *before* any pixel is
+decoded, so a crafted "decompression bomb" (a small file declaring a huge image)
+costs nothing. The limit sits below Pillow's own hard limit (about 179 MP), and
+Pillow's ``DecompressionBombWarning`` (images above 89 MP) is silenced here: an
+image within the policy is read without warnings. ``.npy`` arrays and TIFFs read
+through ``tifffile`` follow the same limit (checked on their headers). Library
+warnings raised while decoding never reach the terminal; when the file cannot
+be read, the first of them is folded into the one-line error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import logging
 import os
+import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +67,10 @@ from napari_retsam.errors import RetsamInputError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LOSSY_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
+    "check_array_shape",
+    "check_image_size",
+    "decode_image_bytes",
     "is_image_file",
     "read_binary_mask",
     "read_bytes",
@@ -71,6 +96,82 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 )
 #: Lossy formats: masks stored in them are thresholded at 128 instead of checked for two values.
 LOSSY_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg")
+#: The size policy (see the module docstring): the most pixels (width × height) an image may have.
+MAX_IMAGE_PIXELS: int = 12_000 * 12_000
+
+_BYTESIO_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+def check_image_size(height: int, width: int, path: str | os.PathLike[str]) -> None:
+    """Refuse (one line) an image of more than :data:`MAX_IMAGE_PIXELS` pixels."""
+    pixels = int(height) * int(width)
+    if pixels > MAX_IMAGE_PIXELS:
+        raise RetsamInputError(
+            f"image {path} is too large: {int(width)} × {int(height)} = {pixels:,} pixels, "
+            f"more than the limit of {MAX_IMAGE_PIXELS:,} (12,000 × 12,000); crop or downscale it"
+        )
+
+
+def check_array_shape(shape: tuple[int, ...], path: str | os.PathLike[str]) -> None:
+    """The size policy for arrays (``.npy``, tifffile): H×W of ``H×W``, ``H×W×C`` (C ≤ 4) or
+    ``…×H×W``, and at most ``4 × MAX_IMAGE_PIXELS`` values in all."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) >= 2:
+        if len(shape) == 3 and shape[2] <= 4:
+            check_image_size(shape[0], shape[1], path)
+        else:
+            check_image_size(shape[-2], shape[-1], path)
+    total = 1
+    for d in shape:
+        total *= max(d, 0)
+    if total > 4 * MAX_IMAGE_PIXELS:
+        raise RetsamInputError(
+            f"array {path} is too large: shape {shape} ({total:,} values), more than "
+            f"{4 * MAX_IMAGE_PIXELS:,} (4 channels of 12,000 × 12,000)"
+        )
+
+
+def _clean_message(exc: BaseException | str, path: Path) -> str:
+    """An exception's text on one line, with Pillow's in-memory file repr replaced by the path."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = _BYTESIO_REPR.sub(str(path), text)
+    if text.startswith("cannot identify image file"):
+        text = "not an image file Pillow can decode"
+    return text
+
+
+class _LibraryMessages(logging.Handler):
+    """Collects the warnings and log records of the imaging libraries during one read."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:  # noqa: BLE001 - a broken log record must not break reading
+            pass
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[_LibraryMessages]:
+    """Silence Pillow/tifffile warnings and log records while decoding; yields what they said."""
+    collected = _LibraryMessages()
+    loggers = [logging.getLogger(name) for name in ("tifffile", "PIL")]
+    saved = [(lg, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(collected)
+        lg.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield collected
+    finally:
+        for lg, propagate in saved:
+            lg.removeHandler(collected)
+            lg.propagate = propagate
+        collected.messages[:0] = [str(w.message) for w in caught]
 
 
 def split_image_name(path: str | os.PathLike[str]) -> tuple[str, str]:
@@ -121,11 +222,43 @@ def read_bytes(path: str | os.PathLike[str], *, kind: str = "an image file", gun
     except OSError as exc:
         raise RetsamInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if gunzip and path.name.lower().endswith(".gz"):
+        limit = 8 * MAX_IMAGE_PIXELS + (1 << 20)  # 16-bit RGBA at the size limit, plus headers
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
+                raw = fh.read(limit + 1)
+        except (OSError, EOFError, ValueError) as exc:
             raise RetsamInputError(f"cannot read {path}: not a valid gzip file ({exc})") from exc
+        if len(raw) > limit:
+            raise RetsamInputError(
+                f"cannot read {path}: it unpacks to more than {limit:,} bytes, beyond the image size limit "
+                f"of {MAX_IMAGE_PIXELS:,} pixels"
+            )
     return raw
+
+
+def _check_npy_header(raw: bytes, path: Path) -> None:
+    """Size policy and completeness of a ``.npy`` file from its header, before numpy allocates."""
+    buffer = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(buffer)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(buffer)
+        else:
+            return  # other versions: np.load checks them
+    except (ValueError, OSError, EOFError):
+        return  # not a .npy file (or an .npz): np.load gives the error
+    check_array_shape(shape, path)
+    if not dtype.hasobject:
+        count = 1
+        for d in shape:
+            count *= d
+        if len(raw) - buffer.tell() < count * dtype.itemsize:
+            raise RetsamInputError(
+                f"cannot read {path}: truncated .npy file (its header declares shape {tuple(shape)} "
+                f"of {dtype}, the file holds fewer bytes)"
+            )
 
 
 def read_npy(path: str | os.PathLike[str], *, kind: str = "an image file", gunzip: bool = True) -> np.ndarray:
@@ -136,41 +269,85 @@ def read_npy(path: str | os.PathLike[str], *, kind: str = "an image file", gunzi
     array, raises :class:`RetsamInputError`.
     """
     path = Path(path)
+    raw = read_bytes(path, kind=kind, gunzip=gunzip)
+    _check_npy_header(raw, path)
     try:
-        arr = np.load(io.BytesIO(read_bytes(path, kind=kind, gunzip=gunzip)), allow_pickle=False)
-    except RetsamInputError:
-        raise
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise RetsamInputError(f"cannot read {path}: not a valid .npy array ({exc})") from exc
+        raise RetsamInputError(f"cannot read {path}: not a valid .npy array ({_clean_message(exc, path)})") from exc
     if not isinstance(arr, np.ndarray):
         raise RetsamInputError(f"cannot read {path}: expected a single array")
     return arr
 
 
-def _open_pil(path: Path):  # -> PIL.Image.Image (Pillow is imported lazily)
-    """Decode with Pillow (fully loaded, so a truncated file fails here)."""
+def decode_image_bytes(path: str | os.PathLike[str], data: bytes | None = None):  # -> PIL image | ndarray
+    """Decode an image file's bytes under the size policy; the shared decoder of this package.
+
+    Returns a fully loaded ``PIL.Image.Image`` or, for TIFF files Pillow cannot
+    decode (e.g. float or multi-sample TIFFs), a numpy array from ``tifffile``.
+    ``data``: the bytes when already read (else :func:`read_bytes`). Raises
+    :class:`RetsamInputError` naming the file when it is not a decodable image
+    or exceeds :data:`MAX_IMAGE_PIXELS`; no library warning reaches the terminal.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    data = read_bytes(path)
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        if _base_ext(path) in (".tif", ".tiff"):
-            return _open_tifffile(path, data, exc)
-        raise RetsamInputError(f"cannot read image {path}: {exc}") from exc
-    return img
+    path = Path(path)
+    if data is None:
+        data = read_bytes(path)
+    with _quiet_libraries() as said:
+        try:
+            img = Image.open(io.BytesIO(data))
+            check_image_size(img.size[1], img.size[0], path)
+            img.load()
+            return img
+        except RetsamInputError:
+            raise
+        except Image.DecompressionBombError as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            pixels = f" ({int(found.group(1)):,} pixels)" if found else ""
+            raise RetsamInputError(
+                f"image {path} is too large{pixels}: more than the limit of {MAX_IMAGE_PIXELS:,} pixels "
+                "(12,000 × 12,000); crop or downscale it"
+            ) from exc
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+            first_error: BaseException = exc
+    if _base_ext(path) in (".tif", ".tiff"):
+        return _open_tifffile(path, data, first_error)
+    raise RetsamInputError(f"cannot read image {path}: {_fold(first_error, said.messages, path)}") from first_error
+
+
+def _fold(exc: BaseException, messages: list[str], path: Path) -> str:
+    """The error text, with the first different library warning appended."""
+    text = _clean_message(exc, path)
+    for message in messages:
+        extra = _clean_message(message, path)
+        if extra and extra not in text:
+            return f"{text} ({extra})"
+    return text
+
+
+def _open_pil(path: Path):  # -> PIL.Image.Image | np.ndarray (Pillow is imported lazily)
+    """Decode with Pillow (fully loaded, so a truncated file fails here)."""
+    return decode_image_bytes(path)
 
 
 def _open_tifffile(path: Path, data: bytes, first_error: BaseException) -> np.ndarray:
-    try:
-        import tifffile
+    with _quiet_libraries() as said:
+        try:
+            import tifffile
 
-        arr = np.asarray(tifffile.imread(io.BytesIO(data)))
-    except Exception as exc:  # tifffile raises many types for corrupt files
-        raise RetsamInputError(f"cannot read image {path}: {first_error}") from exc
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                if tif.series:
+                    check_array_shape(tuple(tif.series[0].shape), path)
+                arr = np.asarray(tif.asarray())
+        except RetsamInputError:
+            raise
+        except Exception as exc:  # tifffile raises many types for corrupt files
+            raise RetsamInputError(
+                f"cannot read image {path}: {_fold(first_error, said.messages, path)}"
+            ) from exc
     if arr.size == 0 or arr.ndim < 2:
-        raise RetsamInputError(f"cannot read image {path}: {first_error}")
+        raise RetsamInputError(f"cannot read image {path}: {_clean_message(first_error, path)}")
     return arr
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_retsam.data.imageio import read_bytes, read_npy
+from napari_retsam.data.imageio import decode_image_bytes, read_bytes, read_npy
 from napari_retsam.errors import RetsamInputError
 
 __all__ = [
@@ -51,21 +51,9 @@ def _load_npy(path: Path) -> np.ndarray:
 
 def _decode_image(path: Path, *, palette_index: bool) -> np.ndarray:
     """Decode an image file to a 2-D array of its stored values (no rescaling)."""
-    from PIL import Image, UnidentifiedImageError
-
-    data = _read_bytes(path)
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            try:
-                import tifffile
-
-                return _to_2d(np.asarray(tifffile.imread(io.BytesIO(data))), path)
-            except Exception:  # tifffile raises many types for corrupt files
-                pass
-        raise RetsamInputError(f"cannot read image {path}: {exc}") from exc
+    img = decode_image_bytes(path, _read_bytes(path))  # the size policy and the TIFF fallback
+    if isinstance(img, np.ndarray):
+        return _to_2d(img, path)
     if img.mode in ("P", "PA"):
         if palette_index:
             return np.asarray(img.getchannel(0) if img.mode == "PA" else img)
