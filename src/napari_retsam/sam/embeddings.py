@@ -5,7 +5,7 @@ An embedding is identified by its *signature*, a dict of plain values::
     {"image_sha256": SHA-256 of the image's uint8 RGB pixels and shape,
      "encoder_sha256": RetsamSam.encoder_sha256 (the base checkpoint's hash),
      "model_type": ..., "img_size": S,
-     "preprocess": PREPROCESS_VERSION,
+     "preprocess": the preprocessing rule with the model's normalisation,
      "tile": [y0, x0, y1, x1] (the image window that was embedded),
      "package_version": napari_retsam.__version__}
 
@@ -31,7 +31,7 @@ import torch
 
 from napari_retsam import __version__
 from napari_retsam.io_utils import atomic_save_torch
-from napari_retsam.sam.preprocess import PREPROCESS_VERSION
+from napari_retsam.sam.preprocess import preprocess_version
 
 __all__ = ["EmbeddingCache", "embedding_signature", "image_sha256", "signature_key"]
 
@@ -52,7 +52,7 @@ def embedding_signature(model: Any, image_hash: str, tile: tuple[int, int, int, 
         "encoder_sha256": str(model.encoder_sha256),
         "model_type": str(model.model_type),
         "img_size": int(model.img_size),
-        "preprocess": PREPROCESS_VERSION,
+        "preprocess": preprocess_version(getattr(getattr(model, "config", None), "normalize", "imagenet")),
         "tile": [int(v) for v in tile],
         "package_version": __version__,
     }

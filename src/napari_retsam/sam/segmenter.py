@@ -33,7 +33,7 @@ import torch
 
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.sam.embeddings import EmbeddingCache, embedding_signature, image_sha256, signature_key
-from napari_retsam.sam.preprocess import boxes_to_input, postprocess_logits, prepare_image, to_uint8_rgb
+from napari_retsam.sam.preprocess import boxes_to_input, postprocess_logits, to_uint8_rgb
 from napari_retsam.sam.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from napari_retsam.sam.tiling import Stitcher, Tile, tile_grid
 
@@ -159,7 +159,7 @@ class Segmenter:
 
     def _embed_tile(self, rgb: np.ndarray, tile: Tile) -> torch.Tensor:
         y0, x0, y1, x1 = tile
-        prepared = prepare_image(rgb[y0:y1, x0:x1], self.model.img_size)
+        prepared = self.model.prepare(rgb[y0:y1, x0:x1])
         with torch.no_grad():
             return self.model.embed(prepared.tensor.unsqueeze(0).to(self.model.device))[0]
 

