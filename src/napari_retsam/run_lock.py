@@ -10,7 +10,8 @@ only; no torch, napari or Qt):
   file, so the kernel releases it when the process ends in any way, ``kill -9``
   included: a crashed run never leaves the folder stuck. The lock file records
   the holder (pid, host, command, start time) so a second run can say who holds
-  the folder; it is removed when the run ends normally. A second run gets a
+  the folder; it is removed when the run ends normally (and so is the folder
+  when the run created it and wrote nothing). A second run gets a
   one-line :class:`~napari_retsam.errors.RetsamInputError` (exit code 2 in the
   CLI) naming the folder and the holder.
 * :func:`check_fresh_run_folder` refuses a new run in a folder that already
@@ -29,6 +30,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,10 +44,17 @@ __all__ = [
     "is_main_process",
     "lock_run_folder",
     "previous_run_files",
+    "resumes_in",
 ]
 
 #: Name of the lock file inside the output folder.
 LOCK_NAME = ".retsam-run.lock"
+
+# Folders this process holds: resolved path -> [thread id, depth]. The same thread may
+# enter again (the CLI locks early, the library it calls locks again); another thread
+# of this process is refused like another process.
+_held: dict[str, list[int]] = {}
+_held_lock = threading.Lock()
 
 
 def is_main_process() -> bool:
@@ -102,7 +111,24 @@ def lock_run_folder(folder: str | os.PathLike[str], command: str = "") -> Iterat
     """
     from napari_retsam.io_utils import ensure_writable_dir
 
+    created = not Path(folder).exists()
     folder = ensure_writable_dir(folder)
+    key = str(folder.resolve())
+    me = threading.get_ident()
+    with _held_lock:
+        entry = _held.get(key)
+        if entry is not None and entry[0] == me:
+            entry[1] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield folder
+        finally:
+            with _held_lock:
+                _held[key][1] -= 1
+        return
     path = folder / LOCK_NAME
     for _ in range(20):
         try:
@@ -133,13 +159,20 @@ def lock_run_folder(folder: str | os.PathLike[str], command: str = "") -> Iterat
         os.write(fd, json.dumps(info).encode())
     except OSError:
         pass  # the lock holds even when the note cannot be written (full disk)
+    with _held_lock:
+        _held[key] = [me, 1]
     try:
         yield folder
     finally:
+        with _held_lock:
+            _held.pop(key, None)
         if held:
             with contextlib.suppress(OSError):
                 os.unlink(path)  # while still locked, so nobody locks a file that is going away
         os.close(fd)
+        if created:  # a run that failed before writing anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def previous_run_files(folder: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
@@ -154,6 +187,16 @@ def previous_run_files(folder: str | os.PathLike[str], names: Iterable[str]) -> 
         elif path.exists():
             found.append(path)
     return found
+
+
+def resumes_in(resume: str | os.PathLike[str] | None, folder: str | os.PathLike[str]) -> bool:
+    """True when ``resume`` is a file directly inside ``folder`` (continuing the run there)."""
+    if resume is None:
+        return False
+    try:
+        return os.path.samefile(Path(resume).parent, folder)
+    except OSError:
+        return False
 
 
 def check_fresh_run_folder(
@@ -172,14 +215,8 @@ def check_fresh_run_folder(
     """
     folder = Path(folder)
     found = previous_run_files(folder, names)
-    if not found or overwrite:
+    if not found or overwrite or resumes_in(resume, folder):
         return found
-    if resume is not None:
-        try:
-            if os.path.samefile(Path(resume).parent, folder):
-                return found
-        except OSError:
-            pass
     listed = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
     raise RetsamInputError(
         f"output folder {folder} already holds an earlier {what} ({listed}); "

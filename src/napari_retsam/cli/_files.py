@@ -82,31 +82,18 @@ def check_mask_outputs(out: str, prob_out: str | None) -> tuple[Path, Path | Non
     return out_path, prob_path
 
 
-def _same_or_inside(inner: Path, outer: Path) -> bool:
-    """True when ``inner`` is the same file/folder as ``outer`` or lies inside it."""
+def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
+    """``(resolved path, (device, inode) or None)`` of a path that may not exist."""
     try:
-        if os.path.samefile(inner, outer):
-            return True
-    except OSError:
-        pass
+        resolved = str(path.resolve())
+    except (OSError, RuntimeError):
+        resolved = os.path.abspath(path)
     try:
-        a, b = inner.resolve(), outer.resolve()
+        st = os.stat(path)
+        inode = (st.st_dev, st.st_ino)
     except OSError:
-        return False
-    if a == b or b in a.parents:
-        return True
-    # a hard link or bind mount: compare the existing ancestors by identity
-    try:
-        outer_stat = os.stat(outer)
-    except OSError:
-        return False
-    for parent in inner.parents:
-        try:
-            if os.path.samestat(os.stat(parent), outer_stat):
-                return True
-        except OSError:
-            continue
-    return False
+        inode = None
+    return resolved, inode
 
 
 def check_not_input(
@@ -124,38 +111,56 @@ def check_not_input(
     writes; ``folders``: ``(label, path)`` of the folders whose contents it
     writes or replaces; ``into``: folders it adds new files to. An input
     conflicts when it is the same file as an output file (symbolic and hard
-    links included: :func:`os.path.samefile`, else the resolved paths), lies
-    inside (or is) an output folder, or is a file directly inside an ``into``
-    folder (the outputs would mix with the inputs, e.g. predictions written into
-    a dataset's ``images/``). Call it before any work; a checkpoint a run
-    resumes from is not an input in this sense.
+    links included: same resolved path or same device and inode), lies inside
+    (or is) an output folder, or is a file directly inside an ``into`` folder
+    (the outputs would mix with the inputs, e.g. predictions written into a
+    dataset's ``images/``). Call it before any work; a checkpoint a run resumes
+    from is not an input in this sense. Cost: one ``stat`` per path.
     """
     from napari_retsam.errors import RetsamInputError
 
-    outputs = [(label, Path(p), False) for label, p in files if p is not None]
-    outputs += [(label, Path(p), True) for label, p in folders if p is not None]
-    for in_label, in_path in inputs:
-        if in_path is None:
+    sources = []
+    for label, path in inputs:
+        if path is None:
             continue
-        source = Path(in_path)
-        for out_label, target, is_folder in outputs:
-            if is_folder or not source.is_dir():
-                if _same_or_inside(source, target):
-                    raise RetsamInputError(
-                        f"{out_label} {target} would write over the input {in_label} {source}; "
-                        "choose another output path"
-                    )
-        for out_label, target in into:
-            if target is None or source.is_dir():
-                continue
-            try:
-                clash = os.path.samefile(source.parent, target)
-            except OSError:
-                clash = source.parent.resolve() == Path(target).resolve()
-            if clash:
+        source = Path(path)
+        resolved, inode = _identity(source)
+        parent = _identity(source.parent)
+        sources.append((label, source, resolved, inode, source.is_dir(), parent))
+    if not sources:
+        return
+    by_name = {s[2]: s for s in sources if not s[4]}
+    by_inode = {s[3]: s for s in sources if s[3] is not None and not s[4]}
+    for out_label, target in files:
+        if target is None:
+            continue
+        resolved, inode = _identity(Path(target))
+        hit = by_name.get(resolved) or (by_inode.get(inode) if inode is not None else None)
+        if hit is not None:
+            raise RetsamInputError(
+                f"{out_label} {target} is the input {hit[0]} {hit[1]}; writing it would destroy the input: "
+                "choose another output path"
+            )
+    for out_label, target in folders:
+        if target is None:
+            continue
+        resolved, inode = _identity(Path(target))
+        prefix = resolved.rstrip(os.sep) + os.sep
+        for label, source, src_resolved, src_inode, _, _ in sources:
+            if src_resolved == resolved or src_resolved.startswith(prefix) or (
+                    inode is not None and src_inode == inode):
                 raise RetsamInputError(
-                    f"{out_label} {target} holds the input {in_label} {source}; the outputs would mix with "
-                    "the inputs: choose another output folder"
+                    f"{out_label} {target} would write over the input {label} {source}: choose another output path"
+                )
+    for out_label, target in into:
+        if target is None:
+            continue
+        resolved, inode = _identity(Path(target))
+        for label, source, _, _, is_dir, parent in sources:
+            if not is_dir and (parent[0] == resolved or (inode is not None and parent[1] == inode)):
+                raise RetsamInputError(
+                    f"{out_label} {target} holds the input {label} {source}; the outputs would mix with the "
+                    "inputs: choose another output folder"
                 )
 
 

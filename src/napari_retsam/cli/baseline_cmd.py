@@ -93,7 +93,16 @@ def _run_dataset(args: argparse.Namespace, threshold: float) -> int:
     from napari_retsam.data import open_dataset
     from napari_retsam.io_utils import atomic_write_bytes, ensure_writable_dir
 
+    from pathlib import Path
+
+    from napari_retsam.cli._files import check_not_input, dataset_files
+
     dataset = open_dataset(args.dataset, args.root, split=args.split)
+    planned = Path(args.out_dir)
+    check_not_input(dataset_files(dataset),
+                    files=[(out_label, path) for sid in dataset.ids for out_label, path in (
+                        ("probability output", planned / f"{sid}.npy"), ("mask output", planned / "masks" / f"{sid}.png"))],
+                    into=[("--out-dir", planned), ("mask folder", planned / "masks")])
     out_dir = ensure_writable_dir(args.out_dir)
     mask_dir = ensure_writable_dir(out_dir / "masks")
     rows = []
@@ -146,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
     if mode == "dataset":
         return _run_dataset(args, threshold)
     out, prob_out = check_mask_outputs(args.out, args.prob_out)
+    from napari_retsam.cli._files import check_not_input
+
+    check_not_input([("image", args.image), ("FOV mask", args.fov)],
+                    files=[("mask output", out), ("probability output", prob_out)])
 
     image = read_image(args.image)
     if args.fov is not None:

@@ -64,6 +64,24 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_before_rows(args: argparse.Namespace) -> None:
+    """Every SAM option and the output files, before the (slow) Frangi row runs."""
+    from napari_retsam.cli._args import check_range
+    from napari_retsam.cli._files import check_not_input
+    from napari_retsam.errors import RetsamInputError
+
+    if 0 < args.tile < 16:
+        raise RetsamInputError(f"--tile must be 0 (whole image) or at least 16, got {args.tile}")
+    if args.tile and not 0 <= args.overlap < args.tile:
+        raise RetsamInputError(f"--overlap must be between 0 and --tile − 1 ({args.tile - 1}), got {args.overlap}")
+    if args.overlap < 0:
+        raise RetsamInputError(f"--overlap must be >= 0, got {args.overlap}")
+    check_range(args.auto_points, "--auto-points", 1, 256, "256² point prompts per image already take hours")
+    out = Path(args.out)
+    check_not_input([("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned), ("--gan", args.gan)],
+                    files=[("output", out / name) for name in ("table.md", "table.csv", "protocol.json")])
+
+
 def run(args: argparse.Namespace) -> int:
     from napari_retsam.errors import RetsamInputError
     from napari_retsam.method_benchmark import BenchmarkOptions, run_benchmark
@@ -77,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned), ("--gan", args.gan)):
         if path and not Path(path).is_file():
             raise RetsamInputError(f"{flag} file {path} does not exist")
+    _check_before_rows(args)
     options = BenchmarkOptions(
         dataset=args.dataset, root=Path(args.root), out=Path(args.out), split=args.split,
         annotator=args.annotator, limit=args.limit, checkpoint=args.checkpoint,

@@ -75,12 +75,31 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Ranges and input/output clashes before any work (issue 12)."""
+    from napari_retsam.cli._args import MAX_SYNTHETIC_SIZE, check_range, check_seed
+    from napari_retsam.cli._files import check_not_input
+
+    args.seed = check_seed(args.seed)
+    if args.size is not None:
+        check_range(args.size, "--size", 64, MAX_SYNTHETIC_SIZE, "the largest fundus photographs are about 4000 px")
+    out = Path(args.out)
+    check_not_input([("--checkpoint", args.checkpoint), ("--root", args.root)],
+                    files=[("output", out / name) for name in ("metrics.md", "metrics.csv", "protocol.json",
+                                                               "overlay.png", "roc.png", "demo.json",
+                                                               "sam_random_tiny.pt")],
+                    folders=[("output folder", out / name) for name in ("gan", "gan_samples", "finetune",
+                                                                        "embedding_cache")
+                             + (() if args.dataset else ("data",))])
+
+
 def run(args: argparse.Namespace) -> int:
     from napari_retsam.demo import DemoOptions, run_demo
     from napari_retsam.errors import RetsamInputError
 
     if args.root and not args.dataset:
         raise RetsamInputError("--root needs --dataset (drive, stare, chase or folder)")
+    _check_args(args)
     changes = {
         "size": args.size, "n_train": args.n_train, "n_test": args.n_test,
         "gan_iterations": args.gan_iterations, "gan_samples": args.gan_samples,

@@ -5,10 +5,12 @@
     retsam finetune --dataset NAME --root DIR [--split S] [--limit N] [--synthetic DIR ...]
                     --out DIR [--checkpoint F] [--model-type T] [--epochs N] [--max-steps N]
                     [--batch-size N] [--lr X] [--loss bsd|bsd+bce] [--tile N|0] [--device D]
-                    [--resume F]
+                    [--resume F] [--overwrite]
 
 writes ``DIR/last.pt``, ``DIR/best.pt`` (best validation AUC) and
-``DIR/metrics.jsonl``. Multi-GPU / multi-node: start it with torchrun, e.g.
+``DIR/metrics.jsonl``; the run owns DIR while it runs (a second run there is
+refused), and a DIR holding an earlier run is refused unless ``--resume`` continues
+it or ``--overwrite`` replaces it. Multi-GPU / multi-node: start it with torchrun, e.g.
 ``torchrun --nproc-per-node 4 -m napari_retsam finetune ...`` (DDP; the batch
 size is the global batch). Only the standard library is imported at module
 level; torch loads inside :func:`run`.
@@ -86,6 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     train.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     train.add_argument("--cache-dir", default=None, help="on-disk embedding cache folder (default: memory only)")
     train.add_argument("--resume", default=None, help="continue from a last.pt of an earlier run")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier run in --out (default: refuse; use --resume to continue it)")
     parser.set_defaults(func=run)
     return parser
 
@@ -107,6 +111,21 @@ def _config(args: argparse.Namespace, device: str):
     )
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Ranges, input/output clashes and the cache folder, before any work (issue 12)."""
+    from pathlib import Path
+
+    from napari_retsam.cli._args import check_seed, warn_if_cache_dir_unwritable
+    from napari_retsam.cli._files import check_not_input
+
+    args.seed = check_seed(args.seed)
+    out = Path(args.out)
+    check_not_input([("--checkpoint", args.checkpoint)],
+                    files=[("output", out / name) for name in ("last.pt", "best.pt", "metrics.jsonl")])
+    if os.environ.get("RANK", "0") in ("", "0"):
+        warn_if_cache_dir_unwritable(args.cache_dir)
+
+
 def run(args: argparse.Namespace) -> int:
     from napari_retsam.errors import RetsamInputError
     from napari_retsam.sam.device import select_device
@@ -114,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and not os.path.isfile(args.resume):
         raise RetsamInputError(f"--resume file {args.resume} does not exist")
+    _check_args(args)
     device = str(select_device(args.device))
     config = _config(args, device)
     options = DataOptions(
@@ -140,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         elif main_rank and record.get("kind") == "note":
             print(f"note: {record['message']}", file=sys.stderr, flush=True)
 
-    result = finetune(options, config, args.out, resume=args.resume, progress=progress, on_event=on_event)
+    result = finetune(options, config, args.out, resume=args.resume, progress=progress, on_event=on_event,
+                      overwrite=args.overwrite)
     if main_rank:
         print(f"{result.message}; wrote {result.last_path}, {result.best_path}, {result.log_path} "
               f"({result.steps_per_second:.2f} steps/s)")

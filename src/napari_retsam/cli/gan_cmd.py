@@ -5,7 +5,7 @@
     retsam gan train --dataset NAME --root DIR [--split train] --out DIR
                      [--size 512] [--iterations 14000] [--batch-size 1] [--beta 10]
                      [--scales 3] [--mode paired|conditional] [--device cpu]
-                     [--resume DIR/last.pt] [--seed 0] [--sample-every 500]
+                     [--resume DIR/last.pt | --overwrite] [--seed 0] [--sample-every 500]
                      [--checkpoint-every 500]
     retsam gan sample --checkpoint F --n N --seed S --out DIR [--overwrite]
                       [--mask-dir DIR | --mask-dataset NAME --mask-root DIR [--mask-split S]] [--warp]
@@ -13,7 +13,10 @@
                       [--n N] [--seed 0] [--json] [--figure report.png]
 
 ``train`` writes ``last.pt`` (full, resumable state), ``generator_last.pt``,
-``losses.jsonl``, ``config.json`` and ``samples/iter_NNNNNN.png`` into ``--out``.
+``losses.jsonl``, ``config.json`` and ``samples/iter_NNNNNN.png`` into ``--out``;
+the run owns that folder while it runs (a second run there is refused), and a
+folder holding an earlier run is refused unless ``--resume`` continues it or
+``--overwrite`` replaces it. ``--size`` is at most 2048 px.
 Multi-GPU: ``torchrun --nproc_per_node 4 -m napari_retsam.cli.main gan train ... --device cuda``.
 
 ``sample`` writes a generic dataset folder (``images/``, ``masks/``, ``fov/``,
@@ -113,6 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     train.add_argument("--d-channels", default="64", help="first discriminator layer channels (default: 64)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     train.add_argument("--resume", default=None, help="continue from a last.pt of an earlier run")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier run in --out (default: refuse; use --resume to continue it)")
     train.add_argument("--seed", default="0", help="random seed (default: 0)")
     train.add_argument("--sample-every", default="500", help="write a sample grid every N iterations (0: never)")
     train.add_argument("--checkpoint-every", default="500", help="write checkpoints every N iterations")
@@ -181,12 +186,42 @@ def _open_pairs(args: argparse.Namespace, size: int, require_masks: bool = False
     return pairs, info
 
 
+def _own_run_folder(args: argparse.Namespace) -> Any:
+    """Before any work: ``--out`` must not be in use by another run nor hold an earlier one
+    (unless ``--resume``/``--overwrite``), and no output may be an input. Returns the held lock."""
+    import contextlib
+    from pathlib import Path
+
+    from napari_retsam.cli._files import check_not_input
+    from napari_retsam.gan.train import RUN_FILES
+    from napari_retsam.run_lock import check_fresh_run_folder, is_main_process, lock_run_folder
+
+    out = Path(args.out)
+    if args.resume and not Path(args.resume).is_file():
+        raise RetsamInputError(f"--resume file {args.resume} does not exist")
+    check_not_input([("--root", args.root)], files=[("output", out / n) for n in RUN_FILES[:-1]],
+                    folders=[("sample folder", out / "samples")])
+    if not is_main_process():
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(lock_run_folder(out, "retsam gan train"))
+    try:
+        check_fresh_run_folder(out, RUN_FILES, overwrite=args.overwrite, resume=args.resume, what="GAN run")
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from napari_retsam.gan.config import GanConfig
     from napari_retsam.gan.sample import check_seed
 
+    from napari_retsam.cli._args import MAX_GAN_SIZE, check_range
+
     config = GanConfig(
-        size=parse_int(args.size, "--size", 16),
+        size=check_range(parse_int(args.size, "--size", 16), "--size", 16, MAX_GAN_SIZE,
+                         "larger GANs do not fit in memory"),
         mode=args.mode,
         iterations=parse_int(args.iterations, "--iterations"),
         batch_size=parse_int(args.batch_size, "--batch-size"),
@@ -200,23 +235,41 @@ def _run_train(args: argparse.Namespace) -> int:
         checkpoint_every=parse_int(args.checkpoint_every, "--checkpoint-every"),
     )
     device = check_device(args.device)
-    pairs, info = _open_pairs(args, config.size, require_masks=config.mode == "conditional")
-    if pairs.masks is None and os.environ.get("RANK", "0") == "0":
-        print("retsam: warning: this dataset has no vessel masks; training images only "
-              "(the generator's masks stay untrained and export will refuse)", file=sys.stderr)
+    with _own_run_folder(args):
+        pairs, info = _open_pairs(args, config.size, require_masks=config.mode == "conditional")
+        if pairs.masks is None and os.environ.get("RANK", "0") == "0":
+            print("retsam: warning: this dataset has no vessel masks; training images only "
+                  "(the generator's masks stay untrained and export will refuse)", file=sys.stderr)
 
-    from napari_retsam.gan.train import train_gan
+        from napari_retsam.gan.train import train_gan
 
-    def progress(done: int, total: int, message: str) -> None:
-        if done == 1 or done == total or done % max(1, min(100, total // 20 or 1)) == 0:
-            print(message, flush=True)
+        def progress(done: int, total: int, message: str) -> None:
+            if done == 1 or done == total or done % max(1, min(100, total // 20 or 1)) == 0:
+                print(message, flush=True)
 
-    result = train_gan(config, pairs, args.out, device=device, resume=args.resume, dataset_info=info,
-                       progress=progress)
+        result = train_gan(config, pairs, args.out, device=device, resume=args.resume, dataset_info=info,
+                           progress=progress, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports (and writes) alone
         print(f"generator checkpoint: {result.generator_checkpoint}")
         print(f"training state: {result.state_checkpoint} (iteration {result.iteration})")
     return 0
+
+
+def _check_sample_outputs(args: argparse.Namespace) -> None:
+    """The export (``images/``, ``masks/``, ``fov/``, ``manifest.json`` of ``--out``) must not
+    replace an input: the checkpoint, ``--mask-dir`` or a file of ``--mask-dataset``."""
+    from pathlib import Path
+
+    from napari_retsam.cli._files import check_not_input, dataset_files
+
+    inputs: list[tuple[str, Any]] = [("--checkpoint", args.checkpoint), ("--mask-dir", args.mask_dir)]
+    if args.mask_dataset is not None and Path(args.mask_root).is_dir():
+        from napari_retsam.data import open_dataset
+
+        inputs += dataset_files(open_dataset(args.mask_dataset, args.mask_root, split=args.mask_split))
+    out = Path(args.out)
+    check_not_input(inputs, files=[("export file", out / "manifest.json")],
+                    folders=[("export folder", out / sub) for sub in ("images", "masks", "fov")])
 
 
 def _run_sample(args: argparse.Namespace) -> int:
@@ -230,6 +283,7 @@ def _run_sample(args: argparse.Namespace) -> int:
         if args.mask_dataset is None or args.mask_root is None:
             raise RetsamInputError("--mask-dataset and --mask-root go together")
         mask_dataset = (args.mask_dataset, args.mask_root, args.mask_split)
+    _check_sample_outputs(args)
     manifest = sample_and_export(args.checkpoint, n, seed, args.out, overwrite=args.overwrite,
                                  mask_dir=args.mask_dir, mask_dataset=mask_dataset, warp=args.warp, device=device)
     print(f"wrote {n} pairs to {manifest.parent} (manifest {manifest.name})")
@@ -244,6 +298,14 @@ def _run_report(args: argparse.Namespace) -> int:
     seed = check_seed(args.seed)
     n = None if args.n is None else parse_int(args.n, "--n")
     device = check_device(args.device)
+    if args.figure:
+        from napari_retsam.cli._files import check_not_input, dataset_files
+        from napari_retsam.data import open_dataset
+
+        dataset = open_dataset(args.dataset, args.root, split=args.split, annotator=parse_int(args.annotator,
+                                                                                              "--annotator"))
+        check_not_input([("--checkpoint", args.checkpoint), *dataset_files(dataset)],
+                        files=[("--figure", args.figure)])
     ckpt = load_generator(args.checkpoint)
     real, _ = _open_pairs(args, ckpt.size, require_masks=True)
     report = quality_report(ckpt, real, n=n, seed=seed, device=device)

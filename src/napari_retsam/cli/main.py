@@ -8,14 +8,22 @@ the parser is cheap and, for example, ``retsam evaluate`` never imports torch.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 130
 interrupted by the user.
+
+Library warnings (Python ``warnings`` and WARNING log records of libraries such
+as Pillow, tifffile or torch) are captured while a command runs: after a bad
+input only the one ``retsam: error:`` line is printed; after a success each
+distinct warning is printed once as one ``retsam: warning:`` line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from napari_retsam import __version__
 from napari_retsam.errors import RetsamInputError
@@ -54,17 +62,66 @@ def fail(message: str) -> int:
     return 2
 
 
+class _Captured(logging.Handler):
+    """Warnings and library log records seen while a command runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+        self.caught: list[warnings.WarningMessage] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.split(".")[0] == "napari_retsam":
+            return
+        with contextlib.suppress(Exception):
+            self.add(f"{record.name.split('.')[0]}: {record.getMessage()}")
+
+    def add(self, text: str) -> None:
+        line = " ".join(str(text).split())
+        if line and line not in self.lines:
+            self.lines.append(line)
+
+    def report(self) -> None:
+        for w in self.caught:
+            text = str(w.message).strip().splitlines()
+            self.add(f"{w.category.__name__}: {text[0] if text else ''}")
+        self.caught = []
+        for line in self.lines[:20]:
+            print(f"retsam: warning: {line[:300]}", file=sys.stderr)
+        if len(self.lines) > 20:
+            print(f"retsam: warning: ... and {len(self.lines) - 20} more warnings", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _capture_library_messages() -> Iterator[_Captured]:
+    captured = _Captured()
+    root = logging.getLogger()
+    root.addHandler(captured)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            captured.caught = caught
+            yield captured
+    finally:
+        root.removeHandler(captured)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except RetsamInputError as exc:
-        return fail(str(exc))
-    except KeyboardInterrupt:
-        print("retsam: interrupted", file=sys.stderr)
-        return 130
+    with _capture_library_messages() as captured:
+        try:
+            code = int(args.func(args) or 0)
+        except RetsamInputError as exc:
+            return fail(str(exc))
+        except KeyboardInterrupt:
+            print("retsam: interrupted", file=sys.stderr)
+            return 130
+        except BaseException:
+            captured.report()  # a genuine bug: show what the libraries said before the traceback
+            raise
+    captured.report()
+    return code
 
 
 if __name__ == "__main__":

@@ -123,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
     from napari_retsam.errors import RetsamInputError
 
     out, prob_out = check_mask_outputs(args.out, args.prob_out)
+    from napari_retsam.cli._files import check_not_input
+
+    check_not_input([("image", args.image), ("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned)],
+                    files=[("mask output", out), ("probability output", prob_out)])
     if args.tile < 0 or (0 < args.tile < 16):
         raise RetsamInputError(f"--tile must be 0 (whole image) or at least 16, got {args.tile}")
     if args.tile and not 0 <= args.overlap < args.tile:

@@ -432,22 +432,44 @@ class GanTrainer:
                            self.generator_path, self.state_path, last)
 
 
+#: What a run writes into its folder (an earlier run is recognised by any of them).
+RUN_FILES: tuple[str, ...] = ("last.pt", "generator_last.pt", "losses.jsonl", "config.json", "samples")
+
+
 def train_gan(config: GanConfig, pairs: PreparedPairs, out_dir: str | os.PathLike[str], *,
               device: str = "cpu", resume: str | os.PathLike[str] | None = None,
               dataset_info: dict[str, Any] | None = None,
               progress: Callable[[int, int, str], None] | None = None,
               should_stop: Callable[[], bool] | None = None,
-              preview: Callable[[int, np.ndarray], None] | None = None) -> TrainResult:
-    """Build a :class:`GanTrainer` (joining torchrun's process group if any) and run it."""
+              preview: Callable[[int, np.ndarray], None] | None = None,
+              overwrite: bool = True) -> TrainResult:
+    """Build a :class:`GanTrainer` (joining torchrun's process group if any) and run it.
+
+    The run owns ``out_dir`` while it runs (:func:`napari_retsam.run_lock.lock_run_folder`,
+    rank 0): a second run there is refused. A folder holding an earlier run
+    (:data:`RUN_FILES`) is refused unless ``resume`` is a checkpoint in it or
+    ``overwrite`` (the CLI's ``--overwrite``; True by default for library callers),
+    in which case the earlier files are removed first.
+    """
+    import contextlib
+
+    from napari_retsam.run_lock import check_fresh_run_folder, clear_previous_run, lock_run_folder, resumes_in
+
     ctx = distributed_context(device)
     if ctx.world_size > 1 and device.startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', ctx.rank))}"
         torch.cuda.set_device(device)
     completed = False
     try:
-        trainer = GanTrainer(config, pairs, out_dir, device=device, resume=resume,
-                             dataset_info=dataset_info, dist_ctx=ctx)
-        result = trainer.run(progress if ctx.is_main else None, should_stop, preview if ctx.is_main else None)
+        with lock_run_folder(out_dir, "retsam gan train") if ctx.is_main else contextlib.nullcontext():
+            if ctx.is_main:
+                earlier = check_fresh_run_folder(out_dir, RUN_FILES, overwrite=overwrite, resume=resume,
+                                                 what="GAN run")
+                if earlier and not resumes_in(resume, out_dir):
+                    clear_previous_run(earlier, keep=[resume] if resume else [])
+            trainer = GanTrainer(config, pairs, out_dir, device=device, resume=resume,
+                                 dataset_info=dataset_info, dist_ctx=ctx)
+            result = trainer.run(progress if ctx.is_main else None, should_stop, preview if ctx.is_main else None)
         completed = True
         return result
     finally:

@@ -95,26 +95,44 @@ def finetune(
     progress: Any = None,
     on_event: Any = None,
     should_stop: Any = None,
+    overwrite: bool = True,
 ):  # -> TrainResult
     """Collect the data, load the base model (unless ``model`` is given) and train.
 
     Under torchrun (``WORLD_SIZE > 1``) this joins the process group, puts each
     rank on its own device and leaves the group at the end.
+
+    The run owns ``out_dir`` while it runs (:func:`napari_retsam.run_lock.lock_run_folder`;
+    rank 0 only): a second run there is refused with one line. A folder holding an
+    earlier run (``last.pt``, ``best.pt``, ``metrics.jsonl``) is refused unless
+    ``resume`` is a checkpoint in it or ``overwrite`` (the CLI's ``--overwrite``;
+    True by default for library callers), in which case the earlier files are
+    removed before training so none of them is left beside the new run's.
     """
+    import contextlib
+
+    from napari_retsam.run_lock import check_fresh_run_folder, clear_previous_run, lock_run_folder, resumes_in
     from napari_retsam.training.distributed import cleanup, init_from_env, rank_device
-    from napari_retsam.training.loop import train
+    from napari_retsam.training.loop import BEST, LAST, LOG, train
 
     ctx = init_from_env(config.device)
     completed = False
     try:
-        if ctx.is_distributed:
-            config.device = rank_device(config.device, ctx)
-        train_items, val_items = collect_items(options, config)
-        if model is None:
-            model = load_base_model(config.checkpoint, config.model_type or None, device=config.device)
-        config.model_type = model.model_type
-        result = train(model, train_items, val_items, config, out_dir, resume=resume, progress=progress,
-                       on_event=on_event, should_stop=should_stop, ctx=ctx)
+        with lock_run_folder(out_dir, "retsam finetune") if ctx.is_main else contextlib.nullcontext():
+            earlier = []
+            if ctx.is_main:
+                earlier = check_fresh_run_folder(out_dir, (LAST, BEST, LOG), overwrite=overwrite, resume=resume,
+                                                 what="fine-tuning run")
+            if ctx.is_distributed:
+                config.device = rank_device(config.device, ctx)
+            train_items, val_items = collect_items(options, config)
+            if model is None:
+                model = load_base_model(config.checkpoint, config.model_type or None, device=config.device)
+            config.model_type = model.model_type
+            if ctx.is_main and earlier and not resumes_in(resume, out_dir):
+                clear_previous_run(earlier, keep=[p for p in (resume, config.checkpoint) if p])
+            result = train(model, train_items, val_items, config, out_dir, resume=resume, progress=progress,
+                           on_event=on_event, should_stop=should_stop, ctx=ctx)
         completed = True
         return result
     finally:
