@@ -202,3 +202,83 @@ def test_error_messages_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(RetsamInputError) as info:
         read_image(tmp_path / "x.tif")
     assert "\n" not in str(info.value) and "x.tif" in str(info.value)
+
+
+# ---------------------------------------------------------------------- size policy (issue 12)
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG declaring ``width``×``height`` RGB with almost no data (a "decompression bomb")."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("width", "height"), [(20000, 20000), (13000, 12000), (200000, 1000)])
+def test_images_beyond_the_size_limit_are_refused_from_the_header(tmp_path: Path, width: int, height: int) -> None:
+    from napari_retsam.data.imageio import MAX_IMAGE_PIXELS
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(width, height))
+    assert width * height > MAX_IMAGE_PIXELS
+    with pytest.raises(RetsamInputError, match=r"bomb\.png is too large.*144,000,000"):
+        read_image(path)
+    with pytest.raises(RetsamInputError, match="too large"):
+        read_binary_mask(path)
+
+
+def test_images_within_the_limit_read_without_pillow_warnings(tmp_path: Path, monkeypatch, rgb) -> None:
+    """Pillow's DecompressionBombWarning (above its own, lower threshold) never reaches the user."""
+    import warnings
+
+    import PIL.Image
+
+    import napari_retsam.data.imageio as imageio
+
+    path = tmp_path / "a.png"
+    Image.fromarray(rgb).save(path)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 40)  # 63 px: Pillow would warn
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert read_image(path).shape == (9, 7, 3)
+    assert not caught
+    monkeypatch.setattr(imageio, "MAX_IMAGE_PIXELS", 62)  # our policy below the image: refused
+    with pytest.raises(RetsamInputError, match="too large: 7 × 9 = 63 pixels"):
+        read_image(path)
+
+
+def test_npy_and_gzip_bombs_and_truncated_npy_are_refused_before_allocating(tmp_path: Path, monkeypatch) -> None:
+    import napari_retsam.data.imageio as imageio
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (100000, 100000)})
+    (tmp_path / "bomb.npy").write_bytes(header.getvalue())
+    with pytest.raises(RetsamInputError, match=r"bomb\.npy is too large"):
+        read_image(tmp_path / "bomb.npy")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (50, 40)})
+    (tmp_path / "short.npy").write_bytes(header.getvalue() + b"\0" * 10)
+    with pytest.raises(RetsamInputError, match=r"short\.npy: truncated"):
+        read_image(tmp_path / "short.npy")
+    monkeypatch.setattr(imageio, "MAX_IMAGE_PIXELS", 10)  # unpack limit 80 B + 1 MiB
+    (tmp_path / "zeros.ppm.gz").write_bytes(gzip.compress(b"\0" * (2 << 20)))
+    with pytest.raises(RetsamInputError, match="unpacks to more than"):
+        read_image(tmp_path / "zeros.ppm.gz")
+
+
+def test_unreadable_image_errors_name_the_file_not_a_buffer(tmp_path: Path) -> None:
+    from napari_retsam.metrics.prediction_files import read_prediction_file
+
+    path = tmp_path / "junk.png"
+    path.write_bytes(b"not an image")
+    for reader in (read_image, read_binary_mask, read_prediction_file):
+        with pytest.raises(RetsamInputError) as info:
+            reader(path)
+        assert str(path) in str(info.value) and "BytesIO" not in str(info.value)
+    (tmp_path / "bomb.png").write_bytes(_png_header(20000, 20000))
+    with pytest.raises(RetsamInputError, match="too large"):
+        read_prediction_file(tmp_path / "bomb.png")
