@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.sam.progress import ProgressFn, StopFn, check_stop
 
@@ -59,6 +60,7 @@ class SegmentEngine:
 
     def segmenter(self, key: EngineKey, progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Any:
         """The Segmenter for ``key``, loading the model when the key changed."""
+        prepare_torch_runtime()  # before segment-anything/torchvision can import triton (see _torch_runtime)
         from napari_retsam.sam.checkpoints import load_sam
         from napari_retsam.sam.segmenter import Segmenter
 
@@ -102,6 +104,7 @@ class SegmentEngine:
         should_stop: StopFn | None = None,
     ) -> dict[int | None, SliceResult]:
         """Segment every slice that has boxes (all slices for 2-D boxes / auto mode)."""
+        prepare_torch_runtime()
         segmenter = self.segmenter(key, progress, should_stop)
         if is_stack:
             n = int(np.shape(data)[0])

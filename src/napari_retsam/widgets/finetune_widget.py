@@ -71,6 +71,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.widgets._common import notify_user_errors, show_info, worker_error_handler
 from napari_retsam.widgets._models import RegisteredModel, register_model
@@ -188,6 +189,7 @@ class FinetuneWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        prepare_torch_runtime()  # torch may load triton from any later call (see napari_retsam._torch_runtime)
         self.viewer = napari_viewer
         self._worker: Any = None
         self._stop = threading.Event()
@@ -429,6 +431,7 @@ class FinetuneWidget(QWidget):
     # -- running --------------------------------------------------------------
     def _job(self, options: Any, config: Any, out: Path, resume: Path | None, threads: int) -> Any:
         """Runs in the worker thread: set torch's thread count, train, relay throttled updates."""
+        prepare_torch_runtime()  # before the optimizer imports torch._dynamo -> triton (see _torch_runtime)
         import torch
 
         from napari_retsam.training.runner import finetune
@@ -466,6 +469,7 @@ class FinetuneWidget(QWidget):
         """Read the choices (main thread) and start training in a worker thread; returns the worker."""
         if self._worker is not None:
             raise RetsamInputError("a training run is already going; cancel it first")
+        prepare_torch_runtime()  # first thing before any torch work (see napari_retsam._torch_runtime)
         options, config, out, resume = self._options_and_config()
         import torch
 

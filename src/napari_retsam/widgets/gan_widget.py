@@ -48,6 +48,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.widgets._common import (
     make_worker,
@@ -95,6 +96,7 @@ class GanWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
+        prepare_torch_runtime()  # torch may load triton from any later call (see napari_retsam._torch_runtime)
         self.viewer = napari_viewer
         self.train_worker: Any = None
         self.generate_worker: Any = None
@@ -214,6 +216,7 @@ class GanWidget(QWidget):
         stop = self._stop_event
 
         def job():  # runs in the worker thread: no layer access here
+            prepare_torch_runtime()  # before the optimizers import torch._dynamo -> triton
             from napari_retsam.data import open_dataset
             from napari_retsam.gan.data import prepare_pairs
             from napari_retsam.gan.train import GanTrainer
@@ -361,6 +364,7 @@ class GanWidget(QWidget):
     @notify_user_errors
     def generate(self, *_: Any) -> Any:
         """Generate in a worker thread; the layers are written when it returns. Returns the worker."""
+        prepare_torch_runtime()
         from napari_retsam.gan.sample import check_count, check_seed
 
         from napari_retsam.gan.checkpoint import load_generator
@@ -426,6 +430,7 @@ class GanWidget(QWidget):
     @notify_user_errors
     def export(self, *_: Any) -> Path | None:
         """Export the last generated set; returns the manifest path."""
+        prepare_torch_runtime()
         from napari_retsam.gan.checkpoint import load_generator
         from napari_retsam.gan.sample import export_samples
 
@@ -454,6 +459,7 @@ class GanWidget(QWidget):
         seed = self.seed_spin.value()
 
         def job():
+            prepare_torch_runtime()
             from napari_retsam.data import open_dataset
             from napari_retsam.gan.checkpoint import load_generator
             from napari_retsam.gan.data import prepare_pairs

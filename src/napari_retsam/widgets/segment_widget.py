@@ -44,6 +44,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.sam.progress import Cancelled
 from napari_retsam.widgets._common import (
@@ -72,6 +73,7 @@ class SegmentWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        prepare_torch_runtime()  # torch may load triton from any later call (see napari_retsam._torch_runtime)
         self.viewer = napari_viewer
         self.engine = SegmentEngine()
         self._worker: Any = None

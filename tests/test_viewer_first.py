@@ -1,0 +1,189 @@
+"""The user's order of actions: the viewer first, then the plugin's real buttons.
+
+A user starts napari (the OpenGL context exists, on Mesa with its ``libLLVM``
+loaded), opens the sample, docks a widget and presses its button; only then
+does torch run, and torch imports triton, whose own LLVM crashed the process
+(SIGSEGV) before :mod:`napari_retsam._torch_runtime`. Each case runs in a fresh
+subprocess (this file run as a script) so nothing torch-related is loaded before
+the viewer: Segment, Fine-tune Train and GAN Train, each with tiny settings,
+must exit cleanly and leave their output layers/files.
+
+Checked by hand: with ``RETSAM_TRITON_PRELOAD=0`` (the guard's opt-out) every
+case dies with SIGSEGV under Xvfb.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SAMPLE_IMAGE = "synthetic fundus"
+SAMPLE_GOLD = "synthetic vessels (gold)"
+TIMEOUT_S = 120
+
+
+# --------------------------------------------------------------------------- the subprocess
+def _wait(condition, what: str, timeout: float = 90.0) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def _choose(combo, text: str) -> None:
+    """Select ``text`` in a combo box (adding it when the list does not offer it, e.g. the test-only tiny model)."""
+    if combo.findText(text) < 0:
+        combo.addItem(text)
+    combo.setCurrentText(text)
+    assert combo.currentText() == text, (combo.currentText(), text)
+
+
+def _viewer_with_sample():
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True)
+    viewer.open_sample("napari-retsam", "synthetic_fundus")
+    for _ in range(30):  # let the canvas draw: the OpenGL context (Mesa's libLLVM) is now loaded
+        QApplication.processEvents()
+        time.sleep(0.01)
+    assert "triton" not in sys.modules, "triton was imported before the viewer existed"
+    assert SAMPLE_IMAGE in viewer.layers
+    return viewer
+
+
+def _dock(viewer, name: str):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-retsam", name)
+    return widget
+
+
+def _segment(viewer, tmp: Path, checkpoint: str) -> None:
+    import numpy as np
+
+    widget = _dock(viewer, "SAM segmentation")
+    _choose(widget.image_combo, SAMPLE_IMAGE)
+    _choose(widget.model_combo, "tiny")
+    widget.checkpoint_edit.setText(checkpoint)
+    widget.device_combo.setCurrentText("cpu")
+    widget.tile_spin.setValue(0)
+    widget.new_box_button.click()
+    shapes = viewer.layers[widget.shapes_combo.currentText()]
+    shapes.add_rectangles(np.array([[100.0, 120.0], [100.0, 400.0], [380.0, 400.0], [380.0, 120.0]]))
+    widget.segment_button.click()
+    _wait(lambda: widget.busy, "the worker to start", 5)
+    _wait(lambda: not widget.busy, "SAM to finish")
+    status = widget.status_label.text()
+    assert status.startswith("done"), status
+    for name in (f"{SAMPLE_IMAGE} SAM mask", f"{SAMPLE_IMAGE} SAM prob"):
+        assert name in viewer.layers, (name, [ly.name for ly in viewer.layers])
+        assert viewer.layers[name].data.shape == viewer.layers[SAMPLE_IMAGE].data.shape[:2]
+
+
+def _finetune(viewer, tmp: Path, checkpoint: str) -> None:
+    widget = _dock(viewer, "Fine-tune SAM")
+    widget.torch_threads = 1
+    _choose(widget.image_combo, SAMPLE_IMAGE)
+    _choose(widget.labels_combo, SAMPLE_GOLD)
+    widget.add_pair_button.click()
+    assert widget.pairs_list.count() == 1
+    _choose(widget.model_type_combo, "tiny")
+    widget.checkpoint_edit.setText(checkpoint)
+    widget.out_edit.setText(str(tmp / "finetune"))
+    widget.device_combo.setCurrentText("cpu")
+    widget.epochs_spin.setValue(1)
+    widget.batch_spin.setValue(1)
+    widget.views_spin.setValue(1)
+    widget.tile_spin.setValue(0)
+    widget.val_fraction.setValue(0.0)
+    widget.train_button.click()
+    _wait(lambda: widget._worker is not None, "the worker to start", 5)
+    _wait(lambda: widget._worker is None, "fine-tuning to finish")
+    result = widget.last_result
+    assert result is not None and result.status == "finished", (result, widget.status_label.text())
+    assert (tmp / "finetune" / "last.pt").is_file()
+
+
+def _gan(viewer, tmp: Path, folder: str) -> None:
+    widget = _dock(viewer, "GAN synthesis")
+    widget.dataset_combo.setCurrentText("folder")
+    widget.root_edit.setText(folder)
+    widget.split_combo.setCurrentText("all")
+    widget.out_edit.setText(str(tmp / "gan"))
+    widget.size_combo.setCurrentText("32")
+    widget.iterations_spin.setValue(2)
+    widget.batch_spin.setValue(1)
+    widget.scales_spin.setValue(1)
+    widget.sample_every_spin.setValue(1)
+    widget.train_button.click()
+    _wait(lambda: widget.train_worker is not None, "the worker to start", 5)
+    _wait(lambda: widget.train_worker is None, "GAN training to finish")
+    result = widget.last_train_result
+    assert result is not None and result["iteration"] == 2, (result, widget.train_status.text())
+    assert "GAN training preview" in viewer.layers
+    assert Path(result["generator"]).is_file()
+
+
+def _main(case: str, tmp: str, resource: str) -> int:
+    viewer = _viewer_with_sample()
+    {"segment": _segment, "finetune": _finetune, "gan": _gan}[case](viewer, Path(tmp), resource)
+    print("layers:", [layer.name for layer in viewer.layers], flush=True)
+    viewer.close()
+    print(f"{case}: OK", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- the tests
+CASES = ("segment", "finetune", "gan")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_sam_checkpoint: Path) -> dict[str, tuple[Path, subprocess.Popen]]:
+    """The three cases started at once (each its own process), so their start-up overlaps."""
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("needs an X display (pytest-xvfb provides one)")
+    from napari_retsam.data import write_synthetic_folder
+
+    gan_data = write_synthetic_folder(tmp_path_factory.mktemp("viewer_first_gan"), 2, seed=0, size=64)
+    started = {}
+    for case in CASES:
+        tmp = tmp_path_factory.mktemp(f"viewer_first_{case}")
+        env = dict(os.environ)
+        env.pop("RETSAM_TRITON_PRELOAD", None)  # the fix under test must be on
+        env.pop("QT_QPA_PLATFORM", None)  # offscreen has no OpenGL canvas: the crash needs the real one
+        env.update(OMP_NUM_THREADS="1", RETSAM_CACHE=str(tmp / "cache"), NAPARI_CONFIG=str(tmp / "napari.yaml"))
+        resource = str(gan_data if case == "gan" else tiny_sam_checkpoint)
+        started[case] = (tmp, subprocess.Popen([sys.executable, __file__, case, str(tmp), resource], env=env,
+                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    yield started
+    for _, proc in started.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.napari
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Mesa/triton clash is Linux-only")
+@pytest.mark.parametrize("case", CASES)
+def test_viewer_first_then_button(case: str, runs: dict[str, tuple[Path, subprocess.Popen]]) -> None:
+    _, proc = runs[case]
+    try:
+        output, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        pytest.fail(f"{case}: no result within {TIMEOUT_S} s\n{output[-4000:]}")
+    assert proc.returncode == 0, f"{case}: exit code {proc.returncode} (-11 = SIGSEGV)\n{output[-4000:]}"
+    assert f"{case}: OK" in output, output[-4000:]
+
+
+if __name__ == "__main__":
+    sys.exit(_main(*sys.argv[1:4]))
