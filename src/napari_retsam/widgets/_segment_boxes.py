@@ -8,10 +8,16 @@ Rules (the segmentation widget's documented behaviour):
 * a rectangle gives its box; any other shape (polygon, ellipse, path, line)
   gives its bounding box, and the widget says so;
 * a box partly outside the image is clipped (the widget says so); a box wholly
-  outside, on a slice outside the stack, or of zero width/height is refused;
+  outside, on a slice outside the stack, or of zero width/height is left out
+  with a note naming it (``skip_invalid=True``, what the widget does: one
+  stray box never blocks the others), or refused (``skip_invalid=False``);
+  when no usable box remains, the first such problem is the error;
 * for an ``N×H×W`` stack, a box drawn on a 3-D Shapes layer belongs to the
   slice of its vertices; a box of a 2-D Shapes layer (no slice coordinate)
-  applies to every slice. Slices without boxes are not segmented.
+  applies to every slice. Slices without boxes are not segmented;
+* for a 2-D image, a 3-D Shapes layer contributes only the boxes on the slice
+  the viewer shows (the ones drawn over the image); boxes on other slices are
+  left out with a note, and an error says so when the shown slice has none.
 """
 
 from __future__ import annotations
@@ -69,7 +75,23 @@ def _to_image_data(vertices: np.ndarray, shapes: Any, image: Any, world_point: t
     return out
 
 
-def boxes_from_shapes(shapes: Any, image: Any, world_point: tuple[float, ...] = ()) -> BoxPlan:
+def _slice_of(coords: np.ndarray) -> tuple[int, ...]:
+    """The (rounded) leading, non-spatial coordinates of a shape's vertices."""
+    return tuple(int(round(float(v))) for v in np.median(coords[:, :-2], axis=0))
+
+
+def _shown_slice(shapes: Any, world_point: tuple[float, ...]) -> tuple[int, ...]:
+    """The leading data coordinates of ``shapes`` at the viewer's current position."""
+    lead = shapes.ndim - 2
+    point = np.zeros(shapes.ndim)
+    if len(world_point) >= shapes.ndim:
+        point = np.asarray(shapes.world_to_data(np.asarray(world_point[-shapes.ndim:], dtype=np.float64)),
+                           dtype=np.float64)
+    return tuple(int(round(float(v))) for v in point[:lead])
+
+
+def boxes_from_shapes(shapes: Any, image: Any, world_point: tuple[float, ...] = (), *,
+                      skip_invalid: bool = False) -> BoxPlan:
     """Box prompts of a Shapes layer for an Image layer (rules in the module docstring)."""
     height, width, n_slices = image_geometry(image)
     if shapes is None:
@@ -79,33 +101,60 @@ def boxes_from_shapes(shapes: Any, image: Any, world_point: tuple[float, ...] = 
     plan = BoxPlan()
     converted: Counter[str] = Counter()
     clipped = 0
+    problems: list[str] = []
+    other_slices = 0
     has_slice_coord = shapes.ndim >= 3 and n_slices is not None
+    shown = _shown_slice(shapes, world_point) if shapes.ndim >= 3 and n_slices is None else None
     for i, (vertices, kind) in enumerate(zip(shapes.data, shapes.shape_type, strict=True)):
-        if kind != "rectangle":
-            converted[kind] += 1
-        coords = _to_image_data(np.asarray(vertices), shapes, image, world_point)
+        vertices = np.asarray(vertices, dtype=np.float64)
+        if shown is not None and _slice_of(vertices) != shown:
+            other_slices += 1
+            continue
+        coords = _to_image_data(vertices, shapes, image, world_point)
         ys, xs = coords[:, -2], coords[:, -1]
         x0, x1, y0, y1 = float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
         name = f"shape {i + 1} ({kind})"
-        if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
-            raise RetsamInputError(
-                f"{name} lies wholly outside the image '{image.name}' ({width}×{height} px); move or delete it"
-            )
+        problem = None
+        key: int | None = None
         cx0, cx1 = max(x0, 0.0), min(x1, width - 1.0)
         cy0, cy1 = max(y0, 0.0), min(y1, height - 1.0)
-        if cx1 - cx0 <= 0 or cy1 - cy0 <= 0:
-            raise RetsamInputError(f"{name} has zero area inside the image '{image.name}'; draw a larger rectangle")
-        if (cx0, cx1, cy0, cy1) != (x0, x1, y0, y1):
-            clipped += 1
-        key: int | None = None
-        if has_slice_coord:
+        if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
+            problem = f"{name} lies wholly outside the image '{image.name}' ({width}×{height} px); move or delete it"
+        elif cx1 - cx0 <= 0 or cy1 - cy0 <= 0:
+            problem = f"{name} has zero area inside the image '{image.name}'; draw a larger rectangle"
+        elif has_slice_coord:
             key = int(round(float(np.median(coords[:, -3]))))
             if not 0 <= key < n_slices:
-                raise RetsamInputError(f"{name} is on slice {key}, outside the {n_slices}-slice stack '{image.name}'")
+                problem = f"{name} is on slice {key}, outside the {n_slices}-slice stack '{image.name}'"
+        if problem is not None:
+            if not skip_invalid:
+                raise RetsamInputError(problem)
+            problems.append(problem)
+            continue
+        if kind != "rectangle":
+            converted[kind] += 1
+        if (cx0, cx1, cy0, cy1) != (x0, x1, y0, y1):
+            clipped += 1
         plan.boxes.setdefault(key, []).append([cx0, cy0, cx1, cy1])
+    if not plan.boxes:
+        if problems:
+            raise RetsamInputError(problems[0] if len(problems) == 1
+                                   else f"{problems[0]} (and {len(problems) - 1} more unusable shape(s))")
+        where = ", ".join(str(v) for v in shown or ())
+        raise RetsamInputError(
+            f"the 3-D Shapes layer '{shapes.name}' has no box on the shown slice ({where}) and the image "
+            f"'{image.name}' is 2-D: draw a box on this slice or use a 2-D Shapes layer"
+        )
     if converted:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(converted.items()))
         plan.notes.append(f"non-rectangle shapes ({kinds}) were used through their bounding boxes")
     if clipped:
         plan.notes.append(f"{clipped} box(es) partly outside the image were clipped to it")
+    for problem in problems:
+        plan.notes.append(problem.split(";")[0] + ": left out")
+    if other_slices:
+        plan.notes.append(
+            f"{other_slices} box(es) on other slices of the 3-D Shapes layer '{shapes.name}' were left out "
+            f"(the image '{image.name}' is 2-D: only the boxes on the shown slice are used)"
+        )
     return plan

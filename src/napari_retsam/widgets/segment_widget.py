@@ -6,10 +6,17 @@ stack is segmented slice by slice), a Shapes layer whose rectangles are the box
 prompts ("New box layer" makes one in rectangle mode; box rules in
 :mod:`._segment_boxes`), the model (type, checkpoint file, fine-tuned
 checkpoint), tiling and device. "Segment" runs every box in a napari worker
-thread (progress bar, Cancel; the viewer stays responsive). "Live" segments
-again whenever a rectangle is added, moved or removed; the image embedding is
-cached, so only the decoder runs. "SAM (auto)" runs segment-anything's automatic
-mask generator (no prompts).
+thread (progress bar, Cancel; the viewer stays responsive); a shape that
+cannot be used (wholly outside the image, zero area) is left out with a
+warning instead of blocking the others, and a refused run says why on the
+status line. "Live" segments again whenever a rectangle is added, moved or
+removed; the image embedding is cached, so only the decoder runs; the outputs
+then show the current boxes only (deleting every box clears the mask). "SAM
+(auto)" runs segment-anything's automatic mask generator (no prompts).
+
+The chosen image follows its layer (renames included); when that layer is
+deleted no other image is taken in its place: the choice stays empty, with a
+warning, until the user picks one.
 
 Models fine-tuned in this session (Fine-tune SAM widget) are offered in
 "trained here"; choosing one fills the model type and checkpoint fields.
@@ -22,6 +29,8 @@ model) and ``"<image> SAM prob"`` (Image, magma, 0–1); the automatic mode writ
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from typing import Any
 
 import napari
@@ -80,6 +89,9 @@ class SegmentWidget(QWidget):
         self._stop_requested = False
         self._live_layer: Shapes | None = None
         self._pending_live = False
+        self._live_notes: tuple[str, ...] = ()  # warnings shown by the last live run (not repeated)
+        self._chosen_image: weakref.ref | None = None  # the image layer the user chose
+        self._image_removed = False  # it was deleted: no image is chosen until the user picks one
         self._relay = ProgressRelay()
         self._relay.progressed.connect(self._on_progress)
         self._live_timer = QTimer(self)
@@ -94,7 +106,7 @@ class SegmentWidget(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.addItems(MODEL_TYPES)
         self.checkpoint_edit = QLineEdit()
-        self.checkpoint_edit.setPlaceholderText("official file from the cache (downloaded on first use)")
+        self.checkpoint_edit.setPlaceholderText("bundled LiteMedSAM weights / official vit_* file from the cache")
         self.finetuned_edit = QLineEdit()
         self.finetuned_edit.setPlaceholderText("optional napari-retsam fine-tuned checkpoint")
         self.trained_combo = QComboBox()
@@ -159,6 +171,7 @@ class SegmentWidget(QWidget):
         self.frangi_button.clicked.connect(self._open_frangi)
         self.live_check.toggled.connect(self._update_live_connection)
         self.shapes_combo.currentTextChanged.connect(self._update_live_connection)
+        self.image_combo.currentIndexChanged.connect(self._on_image_chosen)
         self.disk_cache_check.toggled.connect(self._update_disk_cache)
         self.trained_combo.activated.connect(self._use_trained_model)
         self._unsubscribe = subscribe(self._on_model_registered)
@@ -234,12 +247,42 @@ class SegmentWidget(QWidget):
         return layer.name.endswith(_OUTPUT_SUFFIXES)
 
     def refresh_choices(self, *_: Any) -> None:
-        """Re-list Image layers (not our outputs) and Shapes layers."""
+        """Re-list Image layers (not our outputs) and Shapes layers.
+
+        The chosen image follows its layer when renamed. When it is deleted no
+        other image is chosen in its place (its boxes belong to it): the choice
+        stays empty, with a warning, until the user picks an image.
+        """
         images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not self._is_output(ly)]
         shapes = [ly.name for ly in self.viewer.layers if isinstance(ly, Shapes)]
+        chosen = self._chosen_image() if self._chosen_image is not None else None
         set_combo_items(self.image_combo, images)
+        self.image_combo.blockSignals(True)
+        if chosen is not None and chosen in self.viewer.layers and chosen.name in images:
+            self.image_combo.setCurrentText(chosen.name)
+        elif chosen is not None or self._image_removed:
+            if not self._image_removed:
+                self._image_removed = True
+                message = f"the image layer '{chosen.name}' was removed: choose the image to segment"
+                self._set_status(message)
+                show_warning(message)
+            self._chosen_image = None
+            self.image_combo.setCurrentIndex(-1)
+        self.image_combo.blockSignals(False)
+        if not self._image_removed and self._chosen_image is None:
+            self._remember_image()
         set_combo_items(self.shapes_combo, shapes, select_last_if_lost=True)
         self._update_live_connection()
+
+    def _remember_image(self) -> None:
+        layer = self._layer(self.image_combo.currentText() or None)
+        self._chosen_image = weakref.ref(layer) if isinstance(layer, Image) else None
+
+    def _on_image_chosen(self, *_: Any) -> None:
+        """The user (or a script) chose an image in the list."""
+        if self.image_combo.currentIndex() >= 0:
+            self._image_removed = False
+        self._remember_image()
 
     def _layer(self, name: Layer | str | None) -> Layer | None:
         if isinstance(name, Layer) or name is None:
@@ -304,27 +347,53 @@ class SegmentWidget(QWidget):
         return self._worker is not None
 
     @notify_user_errors
-    def run(self, image_layer: Layer | str | None = None, shapes_layer: Layer | str | None = None) -> Any:
-        """Segment every box of the Shapes layer in a worker thread; returns the worker."""
-        if self.busy:
-            raise RetsamInputError("SAM is already running; wait or press Cancel")
-        image = self._image_layer(image_layer)
-        shapes = self._shapes_layer(shapes_layer)
-        plan = boxes_from_shapes(shapes, image, tuple(self.viewer.dims.point))
-        for note in plan.notes:
-            show_warning(note)
-        tile, overlap = self._tiling()
-        return self._start(image, plan, tile, overlap, auto=False)
+    def run(self, image_layer: Layer | str | None = None, shapes_layer: Layer | str | None = None,
+            *, live: bool = False) -> Any:
+        """Segment every box of the Shapes layer in a worker thread; returns the worker.
+
+        Shapes that cannot be used (wholly outside the image, zero area, ...) are
+        left out with a warning; the run is refused only when none is usable.
+        ``live`` (live mode): the outputs show the current boxes only (earlier
+        results on slices without boxes are cleared) and a warning is not
+        repeated on every edit.
+        """
+        with self._refusal_status():
+            if self.busy:
+                raise RetsamInputError("SAM is already running; wait or press Cancel")
+            image = self._image_layer(image_layer)
+            shapes = self._shapes_layer(shapes_layer)
+            plan = boxes_from_shapes(shapes, image, tuple(self.viewer.dims.point), skip_invalid=True)
+            notes = tuple(plan.notes)
+            if not live or notes != self._live_notes:
+                for note in notes:
+                    show_warning(note)
+            self._live_notes = notes if live else ()
+            tile, overlap = self._tiling()
+            return self._start(image, plan, tile, overlap, auto=False, fresh=live)
 
     @notify_user_errors
     def run_auto(self, image_layer: Layer | str | None = None) -> Any:
         """SAM (auto) on the image layer in a worker thread; returns the worker."""
-        if self.busy:
-            raise RetsamInputError("SAM is already running; wait or press Cancel")
-        image = self._image_layer(image_layer)
-        return self._start(image, BoxPlan(), None, 0, auto=True)
+        with self._refusal_status():
+            if self.busy:
+                raise RetsamInputError("SAM is already running; wait or press Cancel")
+            image = self._image_layer(image_layer)
+            return self._start(image, BoxPlan(), None, 0, auto=True)
 
-    def _start(self, image: Image, plan: BoxPlan, tile: int | None, overlap: int, *, auto: bool) -> Any:
+    @contextlib.contextmanager
+    def _refusal_status(self) -> Any:
+        """A refused run says so on the status line (not the previous run's "done: ...")."""
+        try:
+            yield
+        except RetsamInputError as exc:
+            if not self.busy:
+                self.progress_bar.setRange(0, 1)
+                self.progress_bar.setValue(0)
+            self._set_status(f"not run: {exc}")
+            raise
+
+    def _start(self, image: Image, plan: BoxPlan, tile: int | None, overlap: int, *, auto: bool,
+               fresh: bool = False) -> Any:
         _, _, n_slices = image_geometry(image)
         key = self._engine_key()
         self._stop_requested = False
@@ -333,7 +402,7 @@ class SegmentWidget(QWidget):
             auto=auto, progress=self._relay.progressed.emit, should_stop=lambda: self._stop_requested,
             _start_thread=False, _connect={"errored": self._on_error},
         )
-        worker.returned.connect(lambda results: self._on_result(image, results, auto))
+        worker.returned.connect(lambda results: self._on_result(image, results, auto, fresh=fresh))
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.segment_button.setEnabled(False)
@@ -379,15 +448,20 @@ class SegmentWidget(QWidget):
         self.status_label.setText(text)
 
     # -- results ---------------------------------------------------------------
-    def _on_result(self, image: Image, results: dict[int | None, SliceResult], auto: bool) -> None:
+    def _on_result(self, image: Image, results: dict[int | None, SliceResult], auto: bool, *,
+                   fresh: bool = False) -> None:
+        if image not in self.viewer.layers:
+            self._set_status(f"the image layer '{image.name}' was removed while SAM ran: result dropped")
+            return
         height, width, n_slices = image_geometry(image)
         shape = (height, width) if n_slices is None else (n_slices, height, width)
         stem = f"{image.name} SAM auto" if auto else f"{image.name} SAM"
         prob_name, mask_name = f"{stem} prob", f"{stem} mask"
         prob_layer, mask_layer = self._layer(prob_name), self._layer(mask_name)
-        prob = (np.array(prob_layer.data, dtype=np.float32) if isinstance(prob_layer, Image)
+        keep = not fresh  # a live run shows the current boxes only
+        prob = (np.array(prob_layer.data, dtype=np.float32) if keep and isinstance(prob_layer, Image)
                 and prob_layer.data.shape == shape else np.zeros(shape, np.float32))
-        labels = (np.array(mask_layer.data, dtype=np.uint8) if isinstance(mask_layer, Labels)
+        labels = (np.array(mask_layer.data, dtype=np.uint8) if keep and isinstance(mask_layer, Labels)
                   and mask_layer.data.shape == shape else np.zeros(shape, np.uint8))
         for s, res in results.items():
             if s is None:
@@ -433,6 +507,24 @@ class SegmentWidget(QWidget):
             self._pending_live = True
             return
         layer = self._live_layer
-        if layer is None or len(layer.data) == 0:
+        if layer is None:
             return
-        self.run(shapes_layer=layer)
+        if len(layer.data) == 0:
+            self._clear_outputs()
+            return
+        self.run(shapes_layer=layer, live=True)
+
+    def _clear_outputs(self) -> None:
+        """Live mode with every box deleted: blank the chosen image's box outputs (layers kept)."""
+        self._live_notes = ()
+        image = self._layer(self.image_combo.currentText() or None)
+        if not isinstance(image, Image):
+            return
+        cleared = False
+        for name in (f"{image.name} SAM prob", f"{image.name} SAM mask"):
+            layer = self._layer(name)
+            if isinstance(layer, (Image, Labels)) and np.any(layer.data):
+                layer.data = np.zeros_like(np.asarray(layer.data))
+                cleared = True
+        self.last_results = {}
+        self._set_status("no boxes: the mask was cleared" if cleared else "no boxes: draw a rectangle")

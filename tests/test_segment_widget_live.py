@@ -1,0 +1,162 @@
+"""SAM segmentation widget in a real viewer: live mode edits, refused runs, a removed
+image layer and 3-D box layers over 2-D images (issue 10, part 2, bugs 3-5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.napari
+
+
+@pytest.fixture(scope="module")
+def fundus():
+    from napari_retsam.data.synthetic import synthetic_fundus
+
+    return synthetic_fundus(seed=11, size=96).image
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tiny_sam_checkpoint, monkeypatch):
+    from napari_retsam.widgets import _common, segment_widget
+    from napari_retsam.widgets.segment_widget import SegmentWidget
+
+    messages: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
+    monkeypatch.setattr(_common, "show_error", messages["error"].append)
+    monkeypatch.setattr(segment_widget, "show_warning", messages["warning"].append)
+    monkeypatch.setattr(segment_widget, "show_info", messages["info"].append)
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    if widget.model_combo.findText("tiny") < 0:  # the random test model is not a user choice
+        widget.model_combo.addItem("tiny")
+    widget.model_combo.setCurrentText("tiny")
+    widget.checkpoint_edit.setText(str(tiny_sam_checkpoint))
+    widget.device_combo.setCurrentText("cpu")
+    widget.tile_spin.setValue(0)
+    return widget, viewer, messages
+
+
+def _wait(qtbot, widget) -> None:
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+
+
+def _rect(y0, x0, y1, x1):
+    return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
+
+
+def _expected(checkpoint, image, boxes):
+    from napari_retsam.sam import Segmenter, load_sam
+
+    return Segmenter(load_sam(checkpoint, device="cpu")).segment(image, boxes, tile=None)
+
+
+def test_live_deleting_every_box_clears_the_mask(setup, fundus, qtbot):
+    widget, viewer, messages = setup
+    viewer.add_image(fundus, name="img", rgb=True)
+    shapes = widget.new_box_layer()
+    widget.live_check.setChecked(True)
+    shapes.add_rectangles([_rect(10, 10, 80, 80)])
+    qtbot.waitUntil(lambda: "img SAM mask" in viewer.layers and not widget.busy, timeout=60_000)
+    assert np.any(viewer.layers["img SAM prob"].data)
+    # the user selects every box and deletes it
+    shapes.selected_data = set(range(len(shapes.data)))
+    shapes.remove_selected()
+    qtbot.waitUntil(lambda: not np.any(viewer.layers["img SAM prob"].data), timeout=10_000)
+    assert not np.any(viewer.layers["img SAM mask"].data)
+    assert widget.status_label.text() == "no boxes: the mask was cleared"
+    assert messages["error"] == []
+
+
+def test_live_box_outside_the_image_does_not_block_the_others(setup, fundus, qtbot, tiny_sam_checkpoint):
+    widget, viewer, messages = setup
+    viewer.add_image(fundus, name="img", rgb=True)
+    shapes = widget.new_box_layer()
+    widget.live_check.setChecked(True)
+    shapes.add_rectangles([_rect(10, 10, 60, 60)])
+    qtbot.waitUntil(lambda: "img SAM prob" in viewer.layers and not widget.busy, timeout=60_000)
+    shapes.add_rectangles([_rect(300, 300, 340, 340)])  # wholly outside the 96×96 image
+    qtbot.wait(300)
+    _wait(qtbot, widget)
+    assert messages["error"] == []
+    assert sum("wholly outside" in m for m in messages["warning"]) == 1
+    assert widget.status_label.text().startswith("done")
+    # moving the good box still re-segments, and the same warning is not repeated on every edit
+    shapes.data = [_rect(30, 25, 85, 90), _rect(300, 300, 340, 340)]
+    moved = _expected(tiny_sam_checkpoint, fundus, [[25, 30, 90, 85]])
+    qtbot.waitUntil(lambda: not widget.busy and np.allclose(viewer.layers["img SAM prob"].data, moved.prob,
+                                                            atol=1e-6), timeout=60_000)
+    assert messages["error"] == [] and sum("wholly outside" in m for m in messages["warning"]) == 1
+    # the Segment button leaves it out too, with the warning
+    widget.segment_button.click()
+    _wait(qtbot, widget)
+    assert messages["error"] == [] and sum("wholly outside" in m for m in messages["warning"]) == 2
+
+
+def test_live_mode_on_a_stack_shows_the_current_boxes_only(setup, fundus, qtbot):
+    widget, viewer, messages = setup
+    stack = np.stack([fundus[..., 1], fundus[::-1, :, 1]])
+    viewer.add_image(stack, name="stack")
+    shapes = widget.new_box_layer()
+    widget.live_check.setChecked(True)
+    shapes.add_rectangles([np.column_stack([np.full(4, 0.0), _rect(10, 10, 70, 70)]),
+                           np.column_stack([np.full(4, 1.0), _rect(10, 10, 70, 70)])])
+    qtbot.waitUntil(lambda: "stack SAM prob" in viewer.layers and not widget.busy, timeout=60_000)
+    prob = viewer.layers["stack SAM prob"]
+    assert np.any(prob.data[0]) and np.any(prob.data[1])
+    shapes.data = [np.column_stack([np.full(4, 0.0), _rect(10, 10, 70, 70)])]  # slice 1's box deleted
+    qtbot.waitUntil(lambda: not widget.busy and not np.any(prob.data[1]), timeout=60_000)
+    assert np.any(prob.data[0]) and messages["error"] == []
+
+
+def test_refused_run_replaces_the_done_status(setup, fundus, qtbot):
+    widget, viewer, messages = setup
+    viewer.add_image(fundus, name="img", rgb=True)
+    viewer.add_shapes([_rect(5, 5, 60, 60)], shape_type="rectangle", name="b")
+    widget.run(image_layer="img", shapes_layer="b")
+    _wait(qtbot, widget)
+    assert widget.status_label.text().startswith("done")
+    viewer.add_shapes([_rect(200, 200, 300, 300)], shape_type="rectangle", name="outside")
+    widget.run(image_layer="img", shapes_layer="outside")
+    assert "wholly outside" in messages["error"][-1]
+    assert widget.status_label.text().startswith("not run: ") and "wholly outside" in widget.status_label.text()
+
+
+def test_removing_the_chosen_image_does_not_switch_images(setup, fundus, qtbot):
+    widget, viewer, messages = setup
+    viewer.add_image(fundus, name="first", rgb=True)
+    second = viewer.add_image(fundus[::-1], name="second", rgb=True)
+    viewer.add_shapes([_rect(5, 5, 60, 60)], shape_type="rectangle", name="b")
+    widget.image_combo.setCurrentText("second")
+    second.name = "second (renamed)"  # a rename keeps the choice
+    assert widget.image_combo.currentText() == "second (renamed)"
+    viewer.layers.remove(second)
+    assert widget.image_combo.currentIndex() == -1 and widget.image_combo.currentText() == ""
+    assert any("'second (renamed)' was removed" in m for m in messages["warning"])
+    viewer.add_image(fundus, name="third", rgb=True)  # a new layer does not fill the empty choice
+    assert widget.image_combo.currentText() == ""
+    widget.segment_button.click()
+    assert "choose an image layer" in messages["error"][-1]
+    assert not widget.busy and "first SAM prob" not in viewer.layers and "third SAM prob" not in viewer.layers
+    assert widget.status_label.text().startswith("not run: ")
+    widget.image_combo.setCurrentText("first")  # the user picks one: it runs on that image
+    widget.segment_button.click()
+    _wait(qtbot, widget)
+    assert "first SAM prob" in viewer.layers
+
+
+def test_3d_box_layer_over_a_2d_image_uses_the_shown_slice(setup, fundus, qtbot, tiny_sam_checkpoint):
+    widget, viewer, messages = setup
+    viewer.add_image(fundus, name="img", rgb=True)
+    shapes = viewer.add_shapes(ndim=3, name="boxes 3d")
+    shapes.add_rectangles([np.column_stack([np.full(4, 0.0), _rect(10, 10, 50, 50)]),
+                           np.column_stack([np.full(4, 2.0), _rect(40, 30, 90, 90)])])
+    viewer.dims.set_current_step(0, 2)
+    widget.run(image_layer="img", shapes_layer="boxes 3d")
+    _wait(qtbot, widget)
+    expected = _expected(tiny_sam_checkpoint, fundus, [[30, 40, 90, 90]])
+    np.testing.assert_allclose(viewer.layers["img SAM prob"].data, expected.prob, atol=1e-6)
+    assert any("other slices" in m and "left out" in m for m in messages["warning"])
+    viewer.dims.set_current_step(0, 1)  # no box on the shown slice: refused with a reason
+    widget.run(image_layer="img", shapes_layer="boxes 3d")
+    assert "no box on the shown slice" in messages["error"][-1]
