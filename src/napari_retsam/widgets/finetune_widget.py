@@ -158,10 +158,17 @@ class _LivePlot(QWidget):
         self.loss_line.set_data(self.steps, self.losses)
         self.auc_line.set_data(self.val_steps, self.aucs)
         self.f1_line.set_data(self.val_steps, self.f1s)
+        # The x range is set explicitly on every redraw, from the training steps and the
+        # validation points together: the two axes share x (twinx), and an explicit
+        # set_xlim on either switches x autoscaling off for both, which froze the axis
+        # after the first draw.
+        xs = self.steps + self.val_steps
+        if xs:
+            lo, hi = float(min(xs)), float(max(xs))
+            pad = max(0.5, 0.03 * (hi - lo))
+            self.ax_loss.set_xlim(lo - pad, hi + pad)
         self.ax_loss.relim()
-        self.ax_loss.autoscale_view()
-        if self.steps:
-            self.ax_val.set_xlim(self.ax_loss.get_xlim())
+        self.ax_loss.autoscale_view(scalex=False, scaley=True)
         self.canvas.draw_idle()
 
 
