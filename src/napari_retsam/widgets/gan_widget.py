@@ -19,6 +19,9 @@ Generate tab
     dataset folder (``images/``, ``masks/``, ``fov/``, ``manifest.json``).
     "Report" compares the generator with a real dataset
     (:mod:`napari_retsam.gan.report`) and shows the figures and figures' numbers.
+    Generate and Report run in a worker thread, one at a time: while one runs
+    the tab's progress bar is busy, its buttons are disabled and the status
+    line says what is running.
 
 Bad input becomes a napari notification (never a traceback in the viewer).
 """
@@ -307,6 +310,9 @@ class GanWidget(QWidget):
         self.report_split_combo = QComboBox(tab)
         self.report_split_combo.addItems(["train", "test", "all"])
         self.report_button = QPushButton("Report", tab)
+        self.generate_progress = QProgressBar(tab)
+        self.generate_progress.setRange(0, 1)
+        self.generate_progress.setValue(0)
         self.generate_status = QLabel("", tab)
         self.generate_status.setWordWrap(True)
         self.report_text = QLabel("", tab)
@@ -331,6 +337,7 @@ class GanWidget(QWidget):
         form.addRow("Folder", _path_row(self.report_root_edit, True, tab))
         form.addRow("Split", self.report_split_combo)
         form.addRow(self.report_button)
+        form.addRow(self.generate_progress)
         form.addRow(self.generate_status)
         form.addRow(self.report_text)
         form.addRow(self.report_canvas)
@@ -361,10 +368,40 @@ class GanWidget(QWidget):
             raise RetsamInputError("choose a generator checkpoint (generator_last.pt)")
         return path
 
+    @property
+    def generate_tab_busy(self) -> bool:
+        """True while Generate or Report runs."""
+        return self.generate_worker is not None or self.report_worker is not None
+
+    def _check_generate_tab_idle(self) -> None:
+        if self.generate_worker is not None:
+            raise RetsamInputError("samples are being generated; wait for them")
+        if self.report_worker is not None:
+            raise RetsamInputError("the quality report is being computed; wait for it")
+
+    def _start_generate_tab_job(self, worker: Any, message: str) -> None:
+        """Busy state of the Generate tab while ``worker`` runs (main thread)."""
+        worker.errored.connect(lambda exc: self.generate_status.setText(f"failed: {exc}"))
+        worker.finished.connect(self._generate_tab_finished)
+        for button in (self.generate_button, self.export_button, self.report_button):
+            button.setEnabled(False)
+        self.generate_progress.setRange(0, 0)  # busy indicator: neither job reports steps
+        self.generate_status.setText(message)
+        worker.start()
+
+    def _generate_tab_finished(self) -> None:
+        self.generate_worker = None
+        self.report_worker = None
+        for button in (self.generate_button, self.export_button, self.report_button):
+            button.setEnabled(True)
+        self.generate_progress.setRange(0, 1)
+        self.generate_progress.setValue(0)
+
     @notify_user_errors
     def generate(self, *_: Any) -> Any:
         """Generate in a worker thread; the layers are written when it returns. Returns the worker."""
         prepare_torch_runtime()
+        self._check_generate_tab_idle()
         from napari_retsam.gan.sample import check_count, check_seed
 
         from napari_retsam.gan.checkpoint import load_generator
@@ -399,8 +436,7 @@ class GanWidget(QWidget):
         worker = self._make_worker(job)
         worker.returned.connect(lambda result: self._on_generated(result, path))
         self.generate_worker = worker
-        self.generate_status.setText(f"generating {n} samples…")
-        worker.start()
+        self._start_generate_tab_job(worker, f"generating {n} samples…")
         return worker
 
     def _on_generated(self, generated: Any, path: str) -> None:
@@ -431,6 +467,7 @@ class GanWidget(QWidget):
     def export(self, *_: Any) -> Path | None:
         """Export the last generated set; returns the manifest path."""
         prepare_torch_runtime()
+        self._check_generate_tab_idle()
         from napari_retsam.gan.checkpoint import load_generator
         from napari_retsam.gan.sample import export_samples
 
@@ -451,6 +488,7 @@ class GanWidget(QWidget):
     @notify_user_errors
     def report(self, *_: Any) -> Any:
         """Compute the quality report in a worker thread; returns the worker."""
+        self._check_generate_tab_idle()
         path = self._checkpoint_path()
         root = self.report_root_edit.text().strip()
         if not root:
@@ -472,8 +510,7 @@ class GanWidget(QWidget):
         worker = self._make_worker(job)
         worker.returned.connect(self._on_report)
         self.report_worker = worker
-        self.generate_status.setText("computing the quality report…")
-        worker.start()
+        self._start_generate_tab_job(worker, "computing the quality report…")
         return worker
 
     def _on_report(self, report: dict[str, Any]) -> None:
