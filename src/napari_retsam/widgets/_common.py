@@ -26,9 +26,24 @@ from napari_retsam.errors import RetsamInputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Name endings of the Image layers the widgets write that are maps, not photographs
+#: (SAM and Frangi probabilities): never offered where an image to segment is chosen.
+DERIVED_IMAGE_SUFFIXES = (" SAM prob", " SAM auto prob", " frangi prob")
+#: Names of other such Image layers (the GAN's training sample grid).
+DERIVED_IMAGE_NAMES = ("GAN training preview",)
+
+
+def is_derived_image(layer: Any) -> bool:
+    """True for an Image layer one of the widgets wrote as a map or preview (not an input image)."""
+    name = str(getattr(layer, "name", ""))
+    return name.endswith(DERIVED_IMAGE_SUFFIXES) or name in DERIVED_IMAGE_NAMES
+
 __all__ = [
     "ProgressRelay",
+    "DERIVED_IMAGE_NAMES",
+    "DERIVED_IMAGE_SUFFIXES",
     "add_or_update_layer",
+    "is_derived_image",
     "make_worker",
     "notify_user_errors",
     "set_combo_items",

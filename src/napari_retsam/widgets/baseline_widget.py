@@ -7,6 +7,11 @@ thread), layers out: an Image layer ``"<name> frangi prob"`` (magma, contrast
 0-1) and a Labels layer ``"<name> frangi mask"`` (1 = vessel), both updated in
 place when they already exist. Without a FOV layer the FOV of every slice is
 computed from the image (dark camera border), as ``retsam baseline`` does.
+
+Choices: the image list leaves out the plugin's own maps (SAM/Frangi
+probabilities, the GAN training preview). A Labels layer named like a field of
+view ("FOV", "field of view") whose shape fits the chosen image is chosen as
+the FOV automatically, until the user picks an FOV choice themselves.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from napari_retsam.errors import RetsamInputError
 from napari_retsam.widgets._common import (
     ProgressRelay,
     add_or_update_layer,
+    is_derived_image,
     make_worker,
     notify_user_errors,
     set_combo_items,
@@ -46,6 +52,8 @@ __all__ = ["BaselineWidget", "NO_FOV"]
 
 #: Text of the FOV choice meaning "compute the FOV from the image".
 NO_FOV = "(computed from the image)"
+#: Name fragments of a Labels layer taken as the FOV when nothing else is chosen.
+FOV_HINTS = ("fov", "field of view")
 #: Colour of the vessel label (cyan stands out on the orange-red fundus).
 MASK_COLOR = (0.0, 0.9, 1.0, 1.0)
 
@@ -64,6 +72,7 @@ class BaselineWidget(QWidget):
         self.viewer = napari_viewer
         self._worker: Any = None
         self._stop_requested = False
+        self._fov_user_pick: str | None = None  # FOV choice the user made (kept while it exists)
         self._relay = ProgressRelay()
         self._relay.progressed.connect(self._on_progress)
 
@@ -101,6 +110,8 @@ class BaselineWidget(QWidget):
 
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)
+        self.fov_combo.activated.connect(self._on_fov_picked)
+        self.image_combo.currentTextChanged.connect(self._guess_fov)
         watch_layer_list(self.viewer, self.refresh_choices)
         self.refresh_choices()
 
@@ -110,12 +121,39 @@ class BaselineWidget(QWidget):
         return layer.name.endswith(" frangi prob") or layer.name.endswith(" frangi mask")
 
     def refresh_choices(self, *_: Any) -> None:
-        """Re-list the Image layers (not our own outputs) and the Labels layers."""
-        images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not self._is_output(ly)]
+        """Re-list the Image layers (not the plugin's maps) and the Labels layers; guess the FOV."""
+        images = [ly.name for ly in self.viewer.layers
+                  if isinstance(ly, Image) and not self._is_output(ly) and not is_derived_image(ly)]
         fovs = [NO_FOV] + [ly.name for ly in self.viewer.layers
                            if isinstance(ly, Labels) and not self._is_output(ly)]
         set_combo_items(self.image_combo, images)
         set_combo_items(self.fov_combo, fovs)
+        self._guess_fov()
+
+    def _on_fov_picked(self, *_: Any) -> None:
+        self._fov_user_pick = self.fov_combo.currentText()
+
+    @staticmethod
+    def _fov_fits(fov: Layer, image: Layer) -> bool:
+        shape = tuple(np.shape(image.data))
+        spatial = shape[:-1] if getattr(image, "rgb", False) else shape
+        return tuple(np.shape(fov.data)) in (spatial, spatial[-2:])
+
+    def _guess_fov(self, *_: Any) -> None:
+        """Choose an FOV-named Labels layer that fits the image, unless the user chose the FOV."""
+        names = [self.fov_combo.itemText(i) for i in range(self.fov_combo.count())]
+        if self._fov_user_pick is not None and self._fov_user_pick in names:
+            return
+        self._fov_user_pick = None
+        image = self._layer(self.image_combo.currentText())
+        current = self._layer(self.fov_combo.currentText())
+        if image is None or (isinstance(current, Labels) and self._fov_fits(current, image)):
+            return
+        choice = next((name for name in names[1:] if any(h in name.lower() for h in FOV_HINTS)
+                       and self._fov_fits(self.viewer.layers[name], image)), NO_FOV)
+        self.fov_combo.blockSignals(True)
+        self.fov_combo.setCurrentText(choice)
+        self.fov_combo.blockSignals(False)
 
     def _layer(self, name: str) -> Layer | None:
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
