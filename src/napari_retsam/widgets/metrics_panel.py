@@ -15,6 +15,13 @@ overlay Labels layer ``"<prediction> errors"`` with TP = 1 (green), FP = 2
 
 The panel recomputes itself (debounced) when the chosen layers' data change,
 and refreshes its layer choices when layers are added, removed or renamed.
+Pre-selection from layer names fits shapes together: with a dataset stack and
+a single image both open, the gold standard chosen is one with the shape of a
+prediction-named layer, the FOV one with the gold's shape, and only
+predictions of the gold's shape are ticked. The chosen gold standard, the
+chosen FOV and FOV-named layers are never offered as predictions. When the
+result shown no longer matches the layers (an input was removed, or a
+recompute failed) the table, plot and protocol line are cleared.
 Inputs of more than :attr:`MetricsPanel.worker_min_pixels` pixels are computed
 in a napari worker thread; a newer request supersedes an older one (the older
 result is dropped when it arrives). Bad input gives one napari notification and
@@ -24,6 +31,7 @@ a red status line, never a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from collections.abc import Sequence
 from functools import partial
@@ -92,6 +100,10 @@ _FOV_HINTS = ("fov", "field of view")
 _PRED_HINTS = ("prob", "pred", "seg", "frangi", "sam", "baseline", "output")
 
 
+def _shape(layer: Layer) -> tuple[int, ...]:
+    return tuple(np.shape(layer.data))
+
+
 def error_colormap() -> DirectLabelColormap:
     """TP green, FP magenta, FN blue; 0 (TN / outside FOV) and anything else transparent."""
     transparent = (0.0, 0.0, 0.0, 0.0)
@@ -154,6 +166,8 @@ class MetricsPanel(QWidget):
         self._seen: weakref.WeakSet[Layer] = weakref.WeakSet()  # layers already offered
         self._last_auto_error: str | None = None
         self._updating_choices = False
+        self._result_inputs: set[int] = set()  # ids of the layers the shown result came from
+        self._request_inputs: dict[int, set[int]] = {}  # the same, per pending request
 
         self._build_ui()
         self._debounce = QTimer(self)
@@ -268,7 +282,9 @@ class MetricsPanel(QWidget):
         layout.addWidget(self.status_label)
 
         self.pred_list.itemChanged.connect(self._on_selection_changed)
-        for combo in (self.gold_combo, self.fov_combo, self.overlay_combo, self.mode_combo):
+        for combo in (self.gold_combo, self.fov_combo):
+            combo.currentIndexChanged.connect(self._on_role_changed)
+        for combo in (self.overlay_combo, self.mode_combo):
             combo.currentIndexChanged.connect(self._on_selection_changed)
         self.gold_class_spin.valueChanged.connect(self._on_selection_changed)
         self.threshold_spin.valueChanged.connect(self._on_selection_changed)
@@ -343,30 +359,36 @@ class MetricsPanel(QWidget):
     def refresh_choices(self, guess: bool = False) -> None:
         """Rebuild the layer choices from the viewer, keeping what is still there.
 
-        Layers the panel has not seen before are pre-selected from their names:
-        the first "gold"/"manual"/... layer becomes the gold standard and the first
-        "fov" layer the FOV if none is chosen yet, and "prob"/"pred"/"frangi"/...
-        layers are ticked as predictions. ``guess=True`` (first time) also picks
-        the first prediction for the error overlay.
+        Layers the panel has not seen before are pre-selected from their names,
+        with shapes that fit together: if no gold standard is chosen yet, a new
+        "gold"/"manual"/... layer becomes it (one with the shape of a
+        "prob"/"pred"/"frangi"/... layer first), and a new "fov" layer of the
+        gold's shape (or its slices' shape) the FOV; new prediction-named layers
+        of the gold's shape are ticked. The chosen gold, the chosen FOV and
+        FOV-named layers are not listed as predictions. ``guess=True`` (first
+        time) also picks the first prediction for the error overlay.
         """
         candidates = self._candidates()
         before = self._selection_key()
         checked = {id(layer) for layer in self.selected_predictions()}
         gold, fov = self.gold_layer(), self.fov_layer()
         new = [layer for layer in candidates if layer not in self._seen]
-        gold = gold or self._guess(new, _GOLD_HINTS, exclude=())
-        fov = fov or self._guess(new, _FOV_HINTS, exclude=(gold,))
+        pred_like = [layer for layer in candidates if self._is_prediction_named(layer)]
+        gold = gold or self._guess_gold(new, pred_like)
+        fov = fov or self._guess_fov(new, gold)
         self._seen.update(candidates)
         self._updating_choices = True
         try:
             self.pred_list.clear()
             for layer in candidates:
+                if layer is gold or layer is fov or self._has_hint(layer, _FOV_HINTS):
+                    continue
                 item = QListWidgetItem(layer.name)
                 item.setData(Qt.UserRole, layer)
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
                 ticked = id(layer) in checked
-                if layer in new and layer is not gold and layer is not fov:
-                    ticked = any(h in layer.name.lower() for h in _PRED_HINTS)
+                if layer in new:
+                    ticked = layer in pred_like and (gold is None or _shape(layer) == _shape(gold))
                 item.setCheckState(Qt.Checked if ticked else Qt.Unchecked)
                 self.pred_list.addItem(item)
             for combo, keep in ((self.gold_combo, gold), (self.fov_combo, fov)):
@@ -398,15 +420,33 @@ class MetricsPanel(QWidget):
             self.overlay_combo.blockSignals(blocked)
 
     @staticmethod
-    def _guess(
-        candidates: list[Layer], hints: Sequence[str], exclude: Sequence[Layer | None]
-    ) -> Layer | None:
-        for layer in candidates:
-            if layer in exclude:
-                continue
-            if any(h in layer.name.lower() for h in hints):
-                return layer
-        return None
+    def _has_hint(layer: Layer, hints: Sequence[str]) -> bool:
+        return any(h in layer.name.lower() for h in hints)
+
+    @classmethod
+    def _is_prediction_named(cls, layer: Layer) -> bool:
+        return (cls._has_hint(layer, _PRED_HINTS) and not cls._has_hint(layer, _GOLD_HINTS)
+                and not cls._has_hint(layer, _FOV_HINTS))
+
+    @classmethod
+    def _guess_gold(cls, new: list[Layer], pred_like: list[Layer]) -> Layer | None:
+        """A new gold-named layer, preferring one with the shape of a prediction-named layer."""
+        golds = [layer for layer in new if cls._has_hint(layer, _GOLD_HINTS) and layer not in pred_like]
+        shapes = {_shape(layer) for layer in pred_like}
+        return next((g for g in golds if _shape(g) in shapes), golds[0] if golds else None)
+
+    @classmethod
+    def _guess_fov(cls, new: list[Layer], gold: Layer | None) -> Layer | None:
+        """A new FOV-named layer that fits the gold standard (any when there is none)."""
+        fovs = [layer for layer in new if cls._has_hint(layer, _FOV_HINTS) and layer is not gold]
+        if gold is None:
+            return fovs[0] if fovs else None
+        shape = _shape(gold)
+        fitting = [f for f in fovs if _shape(f) in (shape, shape[1:])]
+        if not fitting:
+            return None
+        # the one sharing the longest name prefix with the gold ("synthetic FOV" for "synthetic vessels (gold)")
+        return max(fitting, key=lambda f: len(os.path.commonprefix([f.name.lower(), gold.name.lower()])))
 
     def _selection_key(self) -> tuple:
         overlay = self.overlay_combo.currentText() if self.overlay_combo.count() else _NONE
@@ -435,6 +475,10 @@ class MetricsPanel(QWidget):
             self._connect_layer(event.value)
         if event is not None and getattr(event, "type", "") == "removed":
             self._disconnect_layer(event.value)
+            if id(event.value) in self._result_inputs:
+                self._clear_result()
+                self._set_status(f"layer {event.value.name!r} was removed: choose the layers again "
+                                 "(the table was cleared)", error=False)
         self.refresh_choices()
 
     def _on_layer_renamed(self, event: Any = None) -> None:
@@ -452,6 +496,13 @@ class MetricsPanel(QWidget):
         layers = list(self.selected_predictions())
         layers += [x for x in (self.gold_layer(), self.fov_layer()) if x is not None]
         return layers
+
+    def _on_role_changed(self, *_: Any) -> None:
+        """The gold standard or FOV choice changed: it leaves (or returns to) the prediction list."""
+        if self._updating_choices:
+            return
+        self.refresh_choices()
+        self._on_selection_changed()
 
     def _on_selection_changed(self, *_: Any) -> None:
         if self._updating_choices:
@@ -510,6 +561,7 @@ class MetricsPanel(QWidget):
             missing = str(exc).startswith("choose ")
             self._on_error(request_id, explicit, exc, quiet=not explicit and missing)
             return
+        self._request_inputs = {request_id: {id(layer) for layer in self._input_layers()}}
         self.protocol_label.setText("Protocol: " + protocol_text(request))
         if request.n_pixels < self.worker_min_pixels:
             try:
@@ -544,6 +596,8 @@ class MetricsPanel(QWidget):
         if request_id != self._request_id:
             return  # superseded by a newer request
         self.result = result
+        self._result_inputs = self._request_inputs.pop(request_id, set())
+        self.protocol_label.setText("Protocol: " + result.protocol)
         self._last_auto_error = None
         self.table.set_rows(result.rows)
         note = "; ".join(result.roc_notes)
@@ -562,14 +616,20 @@ class MetricsPanel(QWidget):
         else:  # a bug, not a user mistake: no traceback in the viewer, but say what it was and log it
             message = f"{type(exc).__name__}: {exc}"
             _LOG.error("metrics panel computation failed", exc_info=exc)
-        self.result = None
-        self.table.set_rows([])
-        self.roc_canvas.plot([], message="no result")
+        self._clear_result()
         self._set_status(message, error=True)
         if not quiet and (notify or message != self._last_auto_error):
             show_error(message)
         self._last_auto_error = message
         self.failed.emit(message)
+
+    def _clear_result(self) -> None:
+        """No result shown: empty table and plot, no protocol line."""
+        self.result = None
+        self._result_inputs = set()
+        self.table.set_rows([])
+        self.roc_canvas.plot([], message="no result")
+        self.protocol_label.setText("")
 
     def _set_status(self, text: str, error: bool) -> None:
         self.status_label.setText(text)
