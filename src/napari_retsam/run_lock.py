@@ -166,9 +166,8 @@ def lock_run_folder(folder: str | os.PathLike[str], command: str = "") -> Iterat
     finally:
         with _held_lock:
             _held.pop(key, None)
-        if held:
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # while still locked, so nobody locks a file that is going away
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still locked, so nobody locks a file that is going away
         os.close(fd)
         if created:  # a run that failed before writing anything leaves no empty folder behind
             with contextlib.suppress(OSError):
