@@ -160,3 +160,20 @@ def test_3d_box_layer_over_a_2d_image_uses_the_shown_slice(setup, fundus, qtbot,
     viewer.dims.set_current_step(0, 1)  # no box on the shown slice: refused with a reason
     widget.run(image_layer="img", shapes_layer="boxes 3d")
     assert "no box on the shown slice" in messages["error"][-1]
+
+
+def test_box_layer_keeps_focus_and_mask_stands_out(setup, fundus, qtbot):
+    widget, viewer, messages = setup
+    viewer.add_image(fundus, name="img", rgb=True)
+    viewer.add_image(np.zeros(fundus.shape[:2], np.float32), name="img frangi prob")  # a map, not an input
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="GAN training preview", rgb=True)
+    assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == ["img"]
+    shapes = widget.new_box_layer()
+    shapes.add_rectangles([_rect(10, 10, 80, 80)])
+    widget.segment_button.click()
+    _wait(qtbot, widget)
+    assert "img SAM mask" in viewer.layers
+    # the next drag draws a box: the box layer is active again, still in rectangle mode
+    assert viewer.layers.selection.active is shapes and shapes.mode == "add_rectangle"
+    color = viewer.layers["img SAM mask"].colormap.map(np.array([1]))[0]
+    np.testing.assert_allclose(color[:3], (0.0, 0.9, 1.0), atol=0.02)  # cyan on the red fundus

@@ -36,6 +36,7 @@ from typing import Any
 import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer, Shapes
+from napari.utils.colormaps import DirectLabelColormap
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -59,6 +60,7 @@ from napari_retsam.sam.progress import Cancelled
 from napari_retsam.widgets._common import (
     ProgressRelay,
     add_or_update_layer,
+    is_derived_image,
     notify_user_errors,
     set_combo_items,
     show_info,
@@ -75,6 +77,19 @@ __all__ = ["SegmentWidget"]
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _OUTPUT_SUFFIXES = (" SAM mask", " SAM prob", " SAM auto mask", " SAM auto prob")
+
+
+#: Colours of the mask labels: cyan for vessels (class 1) stands out on the orange-red
+#: fundus; further classes of a multi-class model get yellow, magenta and white.
+MASK_COLORS = {1: (0.0, 0.9, 1.0, 1.0), 2: (1.0, 0.9, 0.0, 1.0), 3: (1.0, 0.2, 0.8, 1.0), 4: (1.0, 1.0, 1.0, 1.0)}
+
+
+def mask_colormap() -> DirectLabelColormap:
+    """The SAM mask's label colours (0 transparent)."""
+    transparent = (0.0, 0.0, 0.0, 0.0)
+    colors: dict[int | None, tuple[float, float, float, float]] = {None: transparent, 0: transparent}
+    colors.update(MASK_COLORS)
+    return DirectLabelColormap(color_dict=colors)
 
 
 class SegmentWidget(QWidget):
@@ -253,7 +268,8 @@ class SegmentWidget(QWidget):
         other image is chosen in its place (its boxes belong to it): the choice
         stays empty, with a warning, until the user picks an image.
         """
-        images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not self._is_output(ly)]
+        images = [ly.name for ly in self.viewer.layers
+                  if isinstance(ly, Image) and not self._is_output(ly) and not is_derived_image(ly)]
         shapes = [ly.name for ly in self.viewer.layers if isinstance(ly, Shapes)]
         chosen = self._chosen_image() if self._chosen_image is not None else None
         set_combo_items(self.image_combo, images)
@@ -369,7 +385,7 @@ class SegmentWidget(QWidget):
                     show_warning(note)
             self._live_notes = notes if live else ()
             tile, overlap = self._tiling()
-            return self._start(image, plan, tile, overlap, auto=False, fresh=live)
+            return self._start(image, plan, tile, overlap, auto=False, fresh=live, shapes=shapes)
 
     @notify_user_errors
     def run_auto(self, image_layer: Layer | str | None = None) -> Any:
@@ -393,7 +409,7 @@ class SegmentWidget(QWidget):
             raise
 
     def _start(self, image: Image, plan: BoxPlan, tile: int | None, overlap: int, *, auto: bool,
-               fresh: bool = False) -> Any:
+               fresh: bool = False, shapes: Shapes | None = None) -> Any:
         _, _, n_slices = image_geometry(image)
         key = self._engine_key()
         self._stop_requested = False
@@ -402,7 +418,7 @@ class SegmentWidget(QWidget):
             auto=auto, progress=self._relay.progressed.emit, should_stop=lambda: self._stop_requested,
             _start_thread=False, _connect={"errored": self._on_error},
         )
-        worker.returned.connect(lambda results: self._on_result(image, results, auto, fresh=fresh))
+        worker.returned.connect(lambda results: self._on_result(image, results, auto, fresh=fresh, shapes=shapes))
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.segment_button.setEnabled(False)
@@ -449,7 +465,7 @@ class SegmentWidget(QWidget):
 
     # -- results ---------------------------------------------------------------
     def _on_result(self, image: Image, results: dict[int | None, SliceResult], auto: bool, *,
-                   fresh: bool = False) -> None:
+                   fresh: bool = False, shapes: Shapes | None = None) -> None:
         if image not in self.viewer.layers:
             self._set_status(f"the image layer '{image.name}' was removed while SAM ran: result dropped")
             return
@@ -471,7 +487,11 @@ class SegmentWidget(QWidget):
         common = {"scale": image.scale, "translate": image.translate}
         add_or_update_layer(self.viewer, Image, prob_name, prob, colormap="magma", contrast_limits=(0.0, 1.0),
                             blending="additive", **common)
-        add_or_update_layer(self.viewer, Labels, mask_name, labels, opacity=0.6, **common)
+        add_or_update_layer(self.viewer, Labels, mask_name, labels, opacity=0.7, colormap=mask_colormap(),
+                            **common)
+        if shapes is not None and shapes in self.viewer.layers:
+            # the box layer keeps the focus (and its drawing mode): the next drag draws a box
+            self.viewer.layers.selection.active = shapes
         vessel = sum(int((r.labels > 0).sum()) for r in results.values())
         embedded = sum(r.n_embedded for r in results.values())
         where = "" if n_slices is None else f" on slice(s) {', '.join(str(s) for s in sorted(results))}"
