@@ -185,5 +185,34 @@ def test_viewer_first_then_button(case: str, runs: dict[str, tuple[Path, subproc
     assert f"{case}: OK" in output, output[-4000:]
 
 
+def _guard_in_subprocess(code: str, **env: str) -> str:
+    full = dict(os.environ)
+    full.pop("RETSAM_TRITON_PRELOAD", None)
+    full.update(env)
+    prelude = "from napari_retsam._torch_runtime import prepare_torch_runtime as p, triton_library as t\n"
+    return subprocess.run([sys.executable, "-c", prelude + code], env=full, capture_output=True, text=True,
+                          check=True, timeout=60).stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RTLD_DEEPBIND is Linux-only")
+def test_guard_results_and_opt_out() -> None:
+    from napari_retsam._torch_runtime import triton_library
+
+    if triton_library() is None:
+        assert _guard_in_subprocess("print(p())") == "no triton"
+        return
+    # once per process, the library really mapped, no module faked
+    out = _guard_in_subprocess(
+        "import sys\n"
+        "a = p(); b = p()\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "print(a, b, str(t()) in maps, 'triton' in sys.modules)"
+    )
+    assert out == "preloaded preloaded True False"
+    assert _guard_in_subprocess("import sys; print(p(), 'triton' in sys.modules)",
+                                RETSAM_TRITON_PRELOAD="0") == "disabled False"
+    assert _guard_in_subprocess("import triton; print(p())") == "already imported"
+
+
 if __name__ == "__main__":
     sys.exit(_main(*sys.argv[1:4]))
