@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -182,6 +183,14 @@ def recolour_labels(layer: Any, rgb: tuple[float, float, float], opacity: float)
     layer.opacity = opacity
 
 
+def choose(combo: Any, text: str) -> None:
+    """Select ``text`` in a combo box, adding it first when the widget does not list it
+    (the random ``tiny`` test model is not a user choice)."""
+    if combo.findText(text) < 0:
+        combo.addItem(text)
+    combo.setCurrentText(text)
+
+
 def rectangle(y0: float, x0: float, y1: float, x1: float) -> Any:
     """A napari rectangle (four corners, (row, column)) as drawn with the rectangle tool."""
     import numpy as np
@@ -206,7 +215,7 @@ def stage_segment(d: Driver, sam_checkpoint: Path) -> Any:
     print("SAM segmentation", flush=True)
     w = d.dock("SAM segmentation")
     w.image_combo.setCurrentText("synthetic fundus")
-    w.model_combo.setCurrentText("tiny")
+    choose(w.model_combo, "tiny")
     w.checkpoint_edit.setText(str(sam_checkpoint))
     w.device_combo.setCurrentText("cpu")
     w.tile_spin.setValue(0)  # whole image: one encoder pass
@@ -289,7 +298,7 @@ def stage_finetune(d: Driver, sam_checkpoint: Path, folder: Path, synthetic: Pat
     w.views_spin.setValue(2)
     w.val_fraction.setValue(0.25)
     w.device_combo.setCurrentText("cpu")
-    w.model_type_combo.setCurrentText("tiny")
+    choose(w.model_type_combo, "tiny")
     w.checkpoint_edit.setText(str(sam_checkpoint))
     w.out_edit.setText(str(d.work / "finetune_run"))
     w.image_combo.setCurrentText("synthetic fundus")  # the opened sample as one more training pair
@@ -362,15 +371,24 @@ def timed(stage: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-def make_inputs(work: Path) -> tuple[Path, Path]:
-    """A random tiny SAM saved like an official checkpoint, and a small procedural fundus folder."""
+def _write_inputs(work: Path) -> None:
     from napari_retsam.data import write_synthetic_folder
     from napari_retsam.sam import build_sam
     from napari_retsam.sam.checkpoints import save_official_style
 
-    sam_checkpoint = save_official_style(build_sam("tiny", seed=0), work / "sam_tiny_random.pth")
-    folder = write_synthetic_folder(work / "fundus_folder", 6, seed=1, size=128)
-    return Path(sam_checkpoint), folder
+    save_official_style(build_sam("tiny", seed=0), work / "sam_tiny_random.pth")
+    write_synthetic_folder(work / "fundus_folder", 6, seed=1, size=128)
+
+
+def make_inputs(work: Path) -> tuple[Path, Path]:
+    """A random tiny SAM saved like an official checkpoint, and a small procedural fundus folder.
+
+    Made in a child process: in this one, as for a user, torch is first used by
+    the widgets' buttons after the viewer exists (the order that once crashed
+    napari on Mesa, see ``napari_retsam._torch_runtime``).
+    """
+    subprocess.run([sys.executable, __file__, "--make-inputs-only", "--work", str(work)], check=True)
+    return work / "sam_tiny_random.pth", work / "fundus_folder"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -386,18 +404,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gan-iterations", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for one worker")
+    parser.add_argument("--make-inputs-only", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.make_inputs_only:  # the child process of make_inputs
+        _write_inputs(args.work)
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="retsam-screenshots-") as tmp:
         work = args.work or Path(tmp) / "retsam-guide"
         work.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("RETSAM_CACHE", str(work / "cache"))  # never touch the user's cache
+        d = Driver(args.out, work, (args.width, args.height), args.max_kb, args.timeout)  # the viewer first
         sam_checkpoint, folder = make_inputs(work)
-        d = Driver(args.out, work, (args.width, args.height), args.max_kb, args.timeout)
         start = time.monotonic()
         try:
             timed(stage_sample, d)
