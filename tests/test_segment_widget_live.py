@@ -177,3 +177,42 @@ def test_box_layer_keeps_focus_and_mask_stands_out(setup, fundus, qtbot):
     assert viewer.layers.selection.active is shapes and shapes.mode == "add_rectangle"
     color = viewer.layers["img SAM mask"].colormap.map(np.array([1]))[0]
     np.testing.assert_allclose(color[:3], (0.0, 0.9, 1.0), atol=0.02)  # cyan on the red fundus
+
+
+def test_keyboard_shortcuts_clear_boxes_and_edit_mask(setup, fundus, qtbot):
+    from napari_retsam.widgets.segment_widget import SHORTCUTS
+
+    widget, viewer, messages = setup
+    assert all(key.replace("-", "+") in widget.shortcuts_label.text() for key in SHORTCUTS)
+    handler = viewer.window._qt_viewer._key_map_handler  # napari's own key dispatch (active layer first)
+    viewer.add_image(fundus, name="img", rgb=True)
+    shapes = widget.new_box_layer()
+    shapes.add_rectangles([_rect(10, 10, 80, 80)])
+    assert handler.press_key("Alt-S")  # segment
+    _wait(qtbot, widget)
+    assert "img SAM mask" in viewer.layers and np.any(viewer.layers["img SAM mask"].data)
+    handler.release_key("Alt-S")
+    assert handler.press_key("Alt-A")  # edit mask
+    handler.release_key("Alt-A")
+    edited = viewer.layers["img SAM mask (edited)"]
+    assert np.array_equal(edited.data, viewer.layers["img SAM mask"].data)
+    assert viewer.layers.selection.active is edited and edited.mode == "paint" and edited.selected_label == 1
+    edited.data[0, 0] = 1  # the user's edit survives a second press
+    widget.edit_mask_button.click()
+    assert viewer.layers["img SAM mask (edited)"].data[0, 0] == 1
+    assert handler.press_key("Alt-T")  # live on
+    handler.release_key("Alt-T")
+    assert widget.live_check.isChecked()
+    assert handler.press_key("Alt-X")  # clear boxes: live mode clears the mask too
+    handler.release_key("Alt-X")
+    assert len(shapes.data) == 0
+    qtbot.waitUntil(lambda: not np.any(viewer.layers["img SAM mask"].data), timeout=10_000)
+    assert messages["error"] == []
+    # a closed widget leaves no shortcut behind
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication
+
+    viewer.window.remove_dock_widget(widget)
+    widget.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    assert not handler.press_key("Alt-T")

@@ -16,7 +16,15 @@ then show the current boxes only (deleting every box clears the mask). "SAM
 
 The chosen image follows its layer (renames included); when that layer is
 deleted no other image is taken in its place: the choice stays empty, with a
-warning, until the user picks one.
+warning, until the user picks one. After a result the box layer is active
+again (the next drag draws a box).
+
+"Clear boxes" empties the box layer; "Edit mask" copies the SAM mask into a
+Labels layer ``"<image> SAM mask (edited)"`` and starts painting in it (the
+metrics panel and fine-tuning take it like any Labels layer). Keyboard
+shortcuts, bound with napari's keymap while the widget is open and listed in
+it (:data:`SHORTCUTS`): Alt+S segment, Alt+T live on/off, Alt+X clear boxes,
+Alt+A edit mask.
 
 Models fine-tuned in this session (Fine-tune SAM widget) are offered in
 "trained here"; choosing one fills the model type and checkpoint fields.
@@ -92,6 +100,22 @@ def mask_colormap() -> DirectLabelColormap:
     return DirectLabelColormap(color_dict=colors)
 
 
+#: Keyboard shortcuts bound in the viewer while the widget is open: key -> (method, what it does).
+#: Alt combinations: napari's own layer shortcuts use plain and Shift letters.
+SHORTCUTS: dict[str, tuple[str, str]] = {
+    "Alt-S": ("_shortcut_segment", "segment"),
+    "Alt-T": ("toggle_live", "live on/off"),
+    "Alt-X": ("clear_boxes", "clear boxes"),
+    "Alt-A": ("edit_mask", "edit mask"),
+}
+
+
+def _keybinding(key: str) -> Any:
+    from napari.utils.key_bindings import coerce_keybinding
+
+    return coerce_keybinding(key)
+
+
 class SegmentWidget(QWidget):
     """Box-prompted SAM segmentation of an image layer."""
 
@@ -151,6 +175,16 @@ class SegmentWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.frangi_button = QPushButton("Open the Frangi baseline")
         self.frangi_button.setToolTip("classical comparison: Plugins › RetSAM vessels › Frangi baseline")
+        self.clear_boxes_button = QPushButton("Clear boxes")
+        self.clear_boxes_button.setToolTip("delete every rectangle of the chosen box layer")
+        self.edit_mask_button = QPushButton("Edit mask")
+        self.edit_mask_button.setToolTip(
+            "copy the SAM mask into an editable Labels layer '<image> SAM mask (edited)' and start painting; "
+            "the metrics panel and fine-tuning can use it")
+        self.shortcuts_label = QLabel("keys: " + " · ".join(f"{key.replace('-', '+')} {what}"
+                                                           for key, (_, what) in SHORTCUTS.items()))
+        self.shortcuts_label.setWordWrap(True)
+        self.shortcuts_label.setStyleSheet("font-size: 11px;")
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -169,11 +203,16 @@ class SegmentWidget(QWidget):
         buttons.addWidget(self.segment_button)
         buttons.addWidget(self.auto_button)
         buttons.addWidget(self.cancel_button)
+        edit_buttons = QHBoxLayout()
+        edit_buttons.addWidget(self.clear_boxes_button)
+        edit_buttons.addWidget(self.edit_mask_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.disk_cache_check)
         layout.addWidget(self.live_check)
         layout.addLayout(buttons)
+        layout.addLayout(edit_buttons)
+        layout.addWidget(self.shortcuts_label)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addWidget(self.frangi_button)
@@ -184,6 +223,8 @@ class SegmentWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.new_box_button.clicked.connect(lambda: self.new_box_layer())
         self.frangi_button.clicked.connect(self._open_frangi)
+        self.clear_boxes_button.clicked.connect(lambda: self.clear_boxes())
+        self.edit_mask_button.clicked.connect(lambda: self.edit_mask())
         self.live_check.toggled.connect(self._update_live_connection)
         self.shapes_combo.currentTextChanged.connect(self._update_live_connection)
         self.image_combo.currentIndexChanged.connect(self._on_image_chosen)
@@ -191,9 +232,77 @@ class SegmentWidget(QWidget):
         self.trained_combo.activated.connect(self._use_trained_model)
         self._unsubscribe = subscribe(self._on_model_registered)
         self.destroyed.connect(lambda *_: self._unsubscribe())
+        self._bind_shortcuts()
         self.refresh_trained_models()
         watch_layer_list(self.viewer, self.refresh_choices)
         self.refresh_choices()
+
+    # -- keyboard shortcuts ----------------------------------------------------
+    def _bind_shortcuts(self) -> None:
+        """Bind :data:`SHORTCUTS` in the viewer's keymap (napari's own mechanism).
+
+        The callbacks hold the widget weakly and are unbound when it is closed.
+        """
+        ref = weakref.ref(self)
+        bound = []
+        for key, (method, _) in SHORTCUTS.items():
+            def callback(viewer: Any, method: str = method) -> None:
+                widget = ref()
+                if widget is not None:
+                    try:
+                        getattr(widget, method)()
+                    except RuntimeError:  # the Qt widget is already gone
+                        pass
+
+            self.viewer.bind_key(key, callback, overwrite=True)
+            bound.append((key, callback))
+        viewer = self.viewer
+
+        def unbind(*_: Any) -> None:
+            for key, callback in bound:
+                if viewer.keymap.get(_keybinding(key)) is callback:
+                    viewer.bind_key(key, None)
+
+        self.destroyed.connect(unbind)
+
+    def toggle_live(self) -> None:
+        """Live mode on/off (shortcut)."""
+        self.live_check.toggle()
+        self._set_status("live mode on" if self.live_check.isChecked() else "live mode off")
+
+    @notify_user_errors
+    def clear_boxes(self) -> None:
+        """Delete every rectangle of the chosen box layer (in live mode the mask is cleared too)."""
+        shapes = self._shapes_layer(None)
+        if len(shapes.data):
+            shapes.selected_data = set(range(len(shapes.data)))
+            shapes.remove_selected()
+        self.viewer.layers.selection.active = shapes
+        if self._live_layer is not shapes:
+            self._set_status(f"boxes of '{shapes.name}' cleared")
+
+    @notify_user_errors
+    def edit_mask(self) -> Labels:
+        """Copy the chosen image's SAM mask into the Labels layer ``"<image> SAM mask (edited)"`` and
+        start painting in it (label 1 = vessel). An existing edited layer is kept, not overwritten."""
+        image = self._image_layer(None)
+        mask = self._layer(f"{image.name} SAM mask")
+        if not isinstance(mask, Labels):
+            raise RetsamInputError(f"no SAM mask of '{image.name}' yet: press Segment first")
+        name = f"{image.name} SAM mask (edited)"
+        edited = self._layer(name)
+        if isinstance(edited, Labels) and edited.data.shape == mask.data.shape:
+            show_info(f"'{name}' already holds your edits: keep painting (delete it to start from the SAM mask)")
+        else:
+            edited = add_or_update_layer(self.viewer, Labels, name, np.array(mask.data, dtype=np.uint8),
+                                         scale=mask.scale, translate=mask.translate, opacity=0.7,
+                                         colormap=mask_colormap())
+        mask.visible = False
+        self.viewer.layers.selection.active = edited
+        edited.selected_label = 1
+        edited.mode = "paint"
+        self._set_status(f"painting in '{name}' (label 1 = vessel, 0 erases)")
+        return edited
 
     # -- form helpers ----------------------------------------------------------
     def _with_browse(self, edit: QLineEdit) -> QWidget:
@@ -386,6 +495,9 @@ class SegmentWidget(QWidget):
             self._live_notes = notes if live else ()
             tile, overlap = self._tiling()
             return self._start(image, plan, tile, overlap, auto=False, fresh=live, shapes=shapes)
+
+    def _shortcut_segment(self) -> None:
+        self.run()
 
     @notify_user_errors
     def run_auto(self, image_layer: Layer | str | None = None) -> Any:
