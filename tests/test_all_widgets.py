@@ -76,6 +76,7 @@ def drive_segment(ctx: Context, w: Any) -> list[str]:
     from napari_retsam.sam import Segmenter, load_sam
 
     w.image_combo.setCurrentText(IMAGE)
+    w.model_combo.addItem("tiny")  # the test-only random model
     w.model_combo.setCurrentText("tiny")
     w.checkpoint_edit.setText(str(ctx.sam_checkpoint))
     w.device_combo.setCurrentText("cpu")
@@ -131,6 +132,7 @@ def drive_finetune(ctx: Context, w: Any) -> list[str]:
     w.image_combo.setCurrentText(IMAGE)
     w.labels_combo.setCurrentText(GOLD)
     w.add_pair_button.click()
+    w.model_type_combo.addItem("tiny")  # the test-only random model
     w.model_type_combo.setCurrentText("tiny")
     w.checkpoint_edit.setText(str(ctx.sam_checkpoint))
     w.device_combo.setCurrentText("cpu")

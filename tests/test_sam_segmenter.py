@@ -195,7 +195,8 @@ def test_signature_changes_with_model_and_tile(tiny_sam, tiny_finetuned_checkpoi
     from napari_retsam.sam.checkpoints import load_sam
 
     sig = embedding_signature(tiny_sam, "abc", (0, 0, 10, 10))
-    assert set(sig) == {"image_sha256", "encoder_sha256", "model_type", "img_size", "preprocess", "tile", "package_version"}
+    assert set(sig) == {"image_sha256", "encoder_sha256", "model_type", "img_size", "preprocess", "tile",
+                        "precision", "package_version"}
     assert signature_key(sig) != signature_key(embedding_signature(tiny_sam, "abc", (0, 0, 10, 11)))
     other = tiny_sam.__class__(tiny_sam.sam, model_type="tiny", config=tiny_sam.config)  # unknown weights
     assert signature_key(sig) != signature_key(embedding_signature(other, "abc", (0, 0, 10, 10)))

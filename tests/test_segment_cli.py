@@ -92,7 +92,8 @@ def test_segment_bad_files_exit_2(tiny_sam_checkpoint, fundus_png, tmp_path, cap
         (["--image", str(tmp_path / "nope.png"), "--checkpoint", str(tiny_sam_checkpoint), "--out", str(tmp_path / "m.png")], "nope.png"),
         (["--image", str(path), "--checkpoint", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "m.png")], "does not exist"),
         (["--image", str(path), "--checkpoint", str(tiny_sam_checkpoint), "--out", str(tmp_path / "m.jpg")], "must end in"),
-        (["--image", str(path), "--out", str(tmp_path / "m.png")], "sam_vit_b_01ec64.pth"),  # offline, nothing cached
+        (["--image", str(path), "--model-type", "vit_b", "--out", str(tmp_path / "m.png")],
+         "sam_vit_b_01ec64.pth"),  # offline, nothing cached
     ]
     for args, message in cases:
         code = main(["segment", *args])

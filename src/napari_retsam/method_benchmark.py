@@ -32,6 +32,7 @@ import numpy as np
 
 from napari_retsam.comparison import Comparison
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.options import DEFAULT_MODEL_TYPE
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -82,7 +83,7 @@ def _try_base_model(options: BenchmarkOptions) -> tuple[Any | None, Path | None,
     from napari_retsam.sam import load_sam
     from napari_retsam.sam.checkpoints import resolve_checkpoint
 
-    model_type = options.model_type or "vit_b"
+    model_type = options.model_type or DEFAULT_MODEL_TYPE
     try:
         path = resolve_checkpoint(options.checkpoint, model_type, download=options.download)
         return load_sam(path, model_type=options.model_type, device=options.device), path, ""

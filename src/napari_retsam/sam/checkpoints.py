@@ -506,7 +506,8 @@ def _assemble(
     sam.load_state_dict(state, strict=True)
     fusion = None
     if fusion_config:
-        fusion = FeatureFusionBlock(int(fusion_config["channels"]), int(fusion_config.get("hidden") or 0) or None)
+        fusion = FeatureFusionBlock(int(fusion_config["channels"]), int(fusion_config.get("hidden") or 0) or None,
+                                    pixel_channels=int(fusion_config.get("pixel_channels") or 0))
     model = RetsamSam(sam, model_type=model_type, config=config, num_classes=num_classes, fusion=fusion)
     if fusion_state is not None:
         try:

@@ -11,7 +11,8 @@ n_prompts)``), which is only right for one image. This module re-states
 2. ``src_n = E[image_index[n]] + dense_n``; ``pos_n`` = the dense positional
    encoding; ``tokens_n = [iou_token, mask_tokens..., box_tokens_n]``;
 3. ``hs, src = transformer(src, pos, tokens)``;
-4. ``U = output_upscaling(src)`` (N×C/8×4h×4w); mask logits of token t:
+4. ``U = output_upscaling(src)`` (N×C/8×4h×4w), plus the fusion block's pixel
+   skip of the prompt's image when there is one; mask logits of token t:
    ``M[n, t] = MLP_t(hs[n, 1 + t]) · U[n]`` (dot product over the C/8 channels);
 5. IoU predictions ``iou_prediction_head(hs[:, 0])``.
 
@@ -44,6 +45,7 @@ def _decode_chunk(
     boxes: torch.Tensor,
     image_index: torch.Tensor,
     num_classes: int,
+    skip: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     decoder = sam.mask_decoder
     sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
@@ -63,6 +65,8 @@ def _decode_chunk(
 
     src = src.transpose(1, 2).view(b, c, h, w)
     upscaled = decoder.output_upscaling(src)
+    if skip is not None:  # the fusion block's full-resolution pixel features (see fusion.py)
+        upscaled = upscaled + skip.index_select(0, image_index)
     # All mask tokens, as predict_masks does (same matmul shapes -> bit-identical results), then slice.
     hyper_in = torch.stack(
         [decoder.output_hypernetworks_mlps[t](mask_tokens_out[:, t, :]) for t in range(decoder.num_mask_tokens)],
@@ -83,6 +87,7 @@ def decode_prompts(
     num_classes: int = 1,
     chunk_size: int | None = None,
     return_iou: bool = False,
+    skip: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Low-resolution mask logits for N box prompts over B image embeddings.
 
@@ -105,6 +110,9 @@ def decode_prompts(
         each prompt holds a C×h×w copy of its image embedding); None = all.
     return_iou:
         Also return the N×L IoU predictions.
+    skip:
+        Optional B×C/8×4h×4w features added to the decoder's upscaled image
+        features of each prompt's image (the fusion block's pixel branch).
 
     Returns
     -------
@@ -133,7 +141,7 @@ def decode_prompts(
     masks_parts, iou_parts = [], []
     for start in range(0, n_prompts, step):
         stop = min(start + step, n_prompts)
-        masks, iou = _decode_chunk(sam, embeddings, boxes[start:stop], image_index[start:stop], num_classes)
+        masks, iou = _decode_chunk(sam, embeddings, boxes[start:stop], image_index[start:stop], num_classes, skip)
         masks_parts.append(masks)
         iou_parts.append(iou)
     masks = masks_parts[0] if len(masks_parts) == 1 else torch.cat(masks_parts, dim=0)

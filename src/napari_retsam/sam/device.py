@@ -4,9 +4,33 @@ from __future__ import annotations
 
 from napari_retsam.errors import RetsamInputError
 
-__all__ = ["DEVICE_CHOICES", "select_device"]
+from napari_retsam.options import DEVICE_CHOICES
 
-DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+__all__ = ["DEVICE_CHOICES", "autocast_dtype", "cpu_bf16_supported", "select_device"]
+
+
+def cpu_bf16_supported() -> bool:
+    """True when this CPU runs bfloat16 matrix products natively (AVX512-BF16 or AMX, through oneDNN)."""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(device, enabled: bool = True):  # -> torch.dtype | None
+    """Reduced precision for ``device``: float16 on CUDA, bfloat16 on a CPU that has it, else None (fp32)."""
+    import torch
+
+    if not enabled:
+        return None
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.float16
+    if kind == "cpu" and cpu_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 def select_device(name: str | None = None):  # -> torch.device

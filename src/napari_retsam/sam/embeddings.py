@@ -7,6 +7,7 @@ An embedding is identified by its *signature*, a dict of plain values::
      "model_type": ..., "img_size": S,
      "preprocess": the preprocessing rule with the model's normalisation,
      "tile": [y0, x0, y1, x1] (the image window that was embedded),
+     "precision": "fp32" or the reduced precision of the encoder pass (e.g. "bfloat16"),
      "package_version": napari_retsam.__version__}
 
 The key is the SHA-256 of the signature's canonical JSON. On disk an entry is
@@ -54,6 +55,7 @@ def embedding_signature(model: Any, image_hash: str, tile: tuple[int, int, int, 
         "img_size": int(model.img_size),
         "preprocess": preprocess_version(getattr(getattr(model, "config", None), "normalize", "imagenet")),
         "tile": [int(v) for v in tile],
+        "precision": str(getattr(model, "encoder_dtype", lambda: None)() or "fp32").replace("torch.", ""),
         "package_version": __version__,
     }
 

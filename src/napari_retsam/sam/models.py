@@ -208,6 +208,10 @@ class RetsamSam(nn.Module):
         self.checkpoint_sha256 = checkpoint_sha256
         self.encoder_sha256 = encoder_sha256 or f"random-{uuid.uuid4().hex}"
         self.source: dict[str, Any] = {}
+        #: "fp32" (exact), "bf16" (bfloat16 autocast where the CPU/GPU has it) or "auto"
+        #: (bf16 on CPUs with native bf16, else fp32) for inference-time encoder passes.
+        self.encoder_precision = "fp32"
+        self._fast_encoder: tuple[tuple[int, ...], nn.Module] | None = None
 
     @property
     def img_size(self) -> int:
@@ -234,7 +238,51 @@ class RetsamSam(nn.Module):
         """
         if batch.ndim == 3:
             batch = batch.unsqueeze(0)
-        return self.sam.image_encoder(batch.to(self.device))
+        batch = batch.to(self.device)
+        if torch.is_grad_enabled() or self.sam.image_encoder.training:
+            return self.sam.image_encoder(batch)
+        encoder = self._inference_encoder()
+        dtype = self.encoder_dtype()
+        if self.device.type == "cpu":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = encoder(batch)
+        return out.float().contiguous()
+
+    def encoder_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of inference encoder passes (None: fp32), from ``encoder_precision``."""
+        from napari_retsam.sam.device import autocast_dtype, cpu_bf16_supported
+
+        if self.encoder_precision == "fp32":
+            return None
+        if self.device.type == "cpu":
+            if self.encoder_precision == "auto" and not cpu_bf16_supported():
+                return None
+            return torch.bfloat16
+        return autocast_dtype(self.device)
+
+    def encoder_state_id(self) -> tuple[int, ...]:
+        """Changes whenever the encoder's weights change (object id + in-place versions)."""
+        encoder = self.sam.image_encoder
+        return (id(encoder), *(int(p._version) for p in encoder.parameters()))
+
+    def _inference_encoder(self) -> nn.Module:
+        """An inference copy of the encoder: BatchNorm folded into the convolutions (TinyViT),
+        channels-last on CPU; rebuilt when the encoder's weights change. Same values to float rounding."""
+        key = self.encoder_state_id() + (hash(str(self.device)),)
+        if self._fast_encoder is not None and self._fast_encoder[0] == key:
+            return self._fast_encoder[1]
+        import copy
+
+        fast = copy.deepcopy(self.sam.image_encoder).eval()
+        for p in fast.parameters():
+            p.requires_grad_(False)
+        if hasattr(fast, "fold_batchnorm"):
+            fast.fold_batchnorm()
+        if self.device.type == "cpu":
+            fast = fast.to(memory_format=torch.channels_last)
+        self._fast_encoder = (key, fast)
+        return fast
 
     def decode(
         self,
@@ -245,6 +293,8 @@ class RetsamSam(nn.Module):
         chunk_size: int | None = None,
         return_iou: bool = False,
         prefused: bool = False,
+        pixels: torch.Tensor | None = None,
+        skip: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Box prompts -> low-resolution logits, differentiable (no ``no_grad`` inside).
 
@@ -258,10 +308,16 @@ class RetsamSam(nn.Module):
         :func:`~napari_retsam.sam.preprocess.boxes_to_input`). The fusion block is
         applied to each image embedding once, then every prompt is decoded with
         its own image's fused embedding in one transformer pass (per chunk).
-        ``prefused=True``: ``embeddings`` already went through ``self.fusion``.
+        ``prefused=True``: ``embeddings`` already went through ``self.fusion``
+        (then ``skip`` is the fusion's upscaled skip, if any). ``pixels``: the
+        B×3×S×S encoder inputs of the embeddings, needed when the fusion block
+        has a pixel branch.
         """
         embeddings = embeddings.to(self.device)
-        fused = embeddings if prefused else self.fusion(embeddings)
+        if prefused:
+            fused = embeddings
+        else:
+            fused, skip = self.fusion.fuse(embeddings, None if pixels is None else pixels.to(self.device))
         boxes = torch.as_tensor(boxes, dtype=torch.float32, device=self.device)
         if image_index is None:
             if boxes.ndim == 2:
@@ -274,7 +330,7 @@ class RetsamSam(nn.Module):
             index = torch.arange(n_images, device=self.device).repeat_interleave(k)
             out = decode_prompts(
                 self.sam, fused, boxes.reshape(-1, 4), index,
-                num_classes=self.num_classes, chunk_size=chunk_size, return_iou=return_iou,
+                num_classes=self.num_classes, chunk_size=chunk_size, return_iou=return_iou, skip=skip,
             )
             if return_iou:
                 masks, iou = out  # type: ignore[misc]
@@ -282,7 +338,7 @@ class RetsamSam(nn.Module):
             return out.reshape(n_images, k, *out.shape[1:])  # type: ignore[union-attr]
         return decode_prompts(
             self.sam, fused, boxes, image_index,
-            num_classes=self.num_classes, chunk_size=chunk_size, return_iou=return_iou,
+            num_classes=self.num_classes, chunk_size=chunk_size, return_iou=return_iou, skip=skip,
         )
 
     def fusion_state_id(self) -> tuple[int, ...]:
@@ -291,7 +347,24 @@ class RetsamSam(nn.Module):
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """``decode(embed(images), boxes)`` (B×3×S×S images, B×K×4 boxes)."""
-        return self.decode(self.embed(images), boxes)  # type: ignore[return-value]
+        return self.decode(self.embed(images), boxes, pixels=images)  # type: ignore[return-value]
+
+    @property
+    def uses_pixels(self) -> bool:
+        """True when decoding needs the tiles' encoder inputs (the fusion block has a pixel branch)."""
+        return bool(getattr(self.fusion, "pixel_channels", 0))
+
+    def add_pixel_branch(self, channels: int = 16, seed: int | None = None) -> None:
+        """Give a still-identity fusion block a pixel branch of ``channels`` (identity at start)."""
+        if self.uses_pixels or channels <= 0:
+            return
+        if not self.fusion.is_identity():
+            raise RetsamInputError("the fusion block is already trained; cannot add a pixel branch to it")
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            block = FeatureFusionBlock(self.fusion.channels, self.fusion.hidden, pixel_channels=channels)
+        self.fusion = block.to(self.device)
 
     def trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
         """The parts fine-tuning changes: mask decoder and fusion block state dicts (CPU copies)."""

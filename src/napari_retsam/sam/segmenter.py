@@ -143,13 +143,18 @@ class Segmenter:
         self.chunk_size = int(chunk_size)
         self._fused: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
 
-    def _fused_embedding(self, signature: dict[str, Any], embedding: torch.Tensor) -> torch.Tensor:
-        """``model.fusion(embedding)`` (1×C×h×w), memoised on the signature and the fusion weights."""
+    def _fused_embedding(
+        self, signature: dict[str, Any], embedding: torch.Tensor, tile_rgb: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``model.fusion.fuse(embedding, pixels)``: (1×C×h×w, 1×C/8×4h×4w skip or None), memoised on the
+        signature and the fusion weights (the tile's pixels are prepared only for a pixel branch)."""
         key = (signature_key(signature), self.model.fusion_state_id())
         fused = self._fused.get(key)
         if fused is None:
+            pixels = self.model.prepare(tile_rgb).tensor[None] if self.model.uses_pixels else None
             with torch.no_grad():
-                fused = self.model.fusion(embedding[None].to(self.model.device))
+                fused = self.model.fusion.fuse(embedding[None].to(self.model.device),
+                                               None if pixels is None else pixels.to(self.model.device))
             self._fused[key] = fused
             while len(self._fused) > self.FUSED_MEMO_SIZE:
                 self._fused.popitem(last=False)
@@ -202,13 +207,17 @@ class Segmenter:
 
         total = len(used) + 1
         misses_before = self.cache.misses
-        embeddings = []
+        embeddings, skips = [], []
         for i, t in enumerate(used):
             check_stop(should_stop)
             report(progress, i, total, f"embedding window {i + 1}/{len(used)}")
             signature = embedding_signature(self.model, image_hash, grid[t])
             embedding = self.cache.get_or_compute(signature, lambda t=t: self._embed_tile(rgb, grid[t]))
-            embeddings.append(self._fused_embedding(signature, embedding)[0])
+            y0, x0, y1, x1 = grid[t]
+            fused, skip = self._fused_embedding(signature, embedding, rgb[y0:y1, x0:x1])
+            embeddings.append(fused[0])
+            if skip is not None:
+                skips.append(skip[0])
         n_embedded = self.cache.misses - misses_before
         t_embed = time.perf_counter()
         check_stop(should_stop)
@@ -231,6 +240,7 @@ class Segmenter:
             low_res = self.model.decode(
                 stacked, torch.as_tensor(input_boxes, dtype=torch.float32, device=device),
                 image_index=index, chunk_size=self.chunk_size, prefused=True,
+                skip=torch.stack(skips).to(device) if len(skips) == len(embeddings) and skips else None,
             )
         t_decode = time.perf_counter()
 

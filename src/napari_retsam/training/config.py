@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.options import DEFAULT_MODEL_TYPE
 
 __all__ = ["FinetuneConfig", "LOSSES"]
 
@@ -34,9 +35,12 @@ class FinetuneConfig:
     once per tile (slow; for machines short of memory and for the benchmark).
     Learning rate: linear warm-up over ``warmup_steps`` from 0 to ``lr``, then a
     cosine decay to ``lr * min_lr_ratio`` at the last step.
+    ``pixel_branch``: channels of the fusion block's full-resolution CNN branch
+    (:mod:`napari_retsam.sam.fusion`; 0 = the embedding-only block), trained with
+    the decoder.
     """
 
-    model_type: str = "vit_b"
+    model_type: str = DEFAULT_MODEL_TYPE
     checkpoint: str | None = None
     full_finetune: bool = False
     epochs: int = 10
@@ -70,6 +74,7 @@ class FinetuneConfig:
     device: str = "cpu"
     cache_dir: str | None = None
     cache_embeddings: bool = True
+    pixel_branch: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -99,6 +104,7 @@ class FinetuneConfig:
         need(self.overlap >= 0 and (self.tile == 0 or self.overlap < self.tile),
              f"overlap must be in [0, tile), got {self.overlap}")
         need(self.n_views >= 1, f"n-views must be >= 1, got {self.n_views}")
+        need(0 <= self.pixel_branch <= 256, f"pixel-branch channels must be in 0..256, got {self.pixel_branch}")
         need(0 <= self.box_jitter < 0.5, f"box jitter must be in [0, 0.5), got {self.box_jitter}")
         need(self.box_from in ("fov", "vessels"), f"box-from must be fov or vessels, got {self.box_from!r}")
         need(0 <= self.val_fraction < 1, f"val fraction must be in [0, 1), got {self.val_fraction}")

