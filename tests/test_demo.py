@@ -77,11 +77,12 @@ def test_benchmark_lists_every_row_and_skips_with_reasons(demo_out: Path, tmp_pa
     ])
     assert code == 0
     rows = {r["method"]: r for r in csv.DictReader((tmp_path / "table.csv").open())}
-    assert list(rows) == ["Frangi baseline", "SAM (auto)", "SAM (box prompts)",
-                          "SAM fine-tuned (BSD loss)", "SAM fine-tuned (BSD loss + GAN)"]
+    assert list(rows) == ["Frangi baseline", "SAM (auto)", "SAM zero-shot (box prompts)",
+                          "SAM fine-tuned (BSD loss)", "SAM fine-tuned (BSD + fusion block)",
+                          "SAM fine-tuned (BSD loss + GAN)"]
     assert rows["SAM fine-tuned (BSD loss + GAN)"]["status"] == "skipped"
     assert "--gan" in rows["SAM fine-tuned (BSD loss + GAN)"]["reason"]
-    for name in ("Frangi baseline", "SAM (box prompts)", "SAM fine-tuned (BSD loss)"):
+    for name in ("Frangi baseline", "SAM zero-shot (box prompts)", "SAM fine-tuned (BSD loss)"):
         assert rows[name]["status"] == "ok"
         assert 0.0 <= float(rows[name]["AUC"]) <= 1.0
     protocol = json.loads((tmp_path / "protocol.json").read_text())["protocol"]
@@ -98,8 +99,8 @@ def test_benchmark_without_any_sam_still_reports_frangi(demo_out: Path, tmp_path
     assert code == 0
     rows = {r["method"]: r for r in csv.DictReader((tmp_path / "b" / "table.csv").open())}
     assert rows["Frangi baseline"]["status"] == "ok"
-    assert rows["SAM (box prompts)"]["status"] == "skipped"
-    assert "no base SAM" in rows["SAM (box prompts)"]["reason"]
+    assert rows["SAM zero-shot (box prompts)"]["status"] == "skipped"
+    assert "no base SAM" in rows["SAM zero-shot (box prompts)"]["reason"]
 
 
 def test_bad_demo_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,17 +8,23 @@ mean ± population std):
 row                                    needs
 =====================================  ===========================================
 Frangi baseline                        nothing (always runs)
-SAM (auto)                             a base SAM (``checkpoint``/``model_type``)
-SAM (box prompts)                      a base SAM
-SAM fine-tuned (BSD loss)              ``finetuned``: a project checkpoint trained
-                                       on real pairs
+SAM (auto)                             a base SAM (``checkpoint``/``model_type``;
+                                       default: the bundled LiteMedSAM)
+SAM zero-shot (box prompts)            a base SAM
+SAM fine-tuned (BSD loss)              ``finetuned``: a decoder-only project
+                                       checkpoint (embedding-only fusion block)
+SAM fine-tuned (BSD + fusion block)    ``fusion``: a checkpoint trained with the
+                                       fusion block's pixel branch (the recipe)
 SAM fine-tuned (BSD loss + GAN)        ``gan``: a project checkpoint trained on
                                        real plus GAN-synthetic pairs
 =====================================  ===========================================
 
-A row whose model is missing (no file given, weights not downloadable) is kept
-as *skipped* with the reason. Box prompts: one box per image, the bounding box
-of its FOV (the method's prompt-per-image protocol).
+A row whose model the user did not name (no file given, vit_* weights not
+downloadable) is kept as *skipped* with the reason; a file the user named must
+load, or the command fails before any row runs. Box prompts: one box per image,
+the bounding box of its FOV (the method's prompt-per-image protocol). Besides
+``table.md``/``table.csv``/``protocol.json`` the run writes ``roc.png`` (the ROC
+curves of every row that ran).
 """
 
 from __future__ import annotations
@@ -38,10 +44,11 @@ ProgressFn = Callable[[int, int, str], None]
 
 ROW_FRANGI = "Frangi baseline"
 ROW_AUTO = "SAM (auto)"
-ROW_BOX = "SAM (box prompts)"
+ROW_BOX = "SAM zero-shot (box prompts)"
 ROW_FT = "SAM fine-tuned (BSD loss)"
+ROW_FUSION = "SAM fine-tuned (BSD + fusion block)"
 ROW_FT_GAN = "SAM fine-tuned (BSD loss + GAN)"
-ROWS: tuple[str, ...] = (ROW_FRANGI, ROW_AUTO, ROW_BOX, ROW_FT, ROW_FT_GAN)
+ROWS: tuple[str, ...] = (ROW_FRANGI, ROW_AUTO, ROW_BOX, ROW_FT, ROW_FUSION, ROW_FT_GAN)
 
 
 @dataclass
@@ -57,6 +64,7 @@ class BenchmarkOptions:
     checkpoint: str | None = None
     model_type: str | None = None
     finetuned: str | None = None
+    fusion: str | None = None
     gan: str | None = None
     tile: int = 0
     overlap: int = 64
@@ -65,6 +73,7 @@ class BenchmarkOptions:
     download: bool = False
     auto_points: int = 32
     skip_auto: bool = False
+    cache_dir: str | None = None
 
 
 def fov_box(fov: np.ndarray) -> np.ndarray:
@@ -127,15 +136,31 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None)
             done += 1
         predictions[name] = probs
 
+    base, base_path, why = _try_base_model(options)
+    if base is None and options.checkpoint:
+        raise RetsamInputError(why)
+    tuned_models: dict[str, Any] = {}
+    for row, path, flag in ((ROW_FT, options.finetuned, "--finetuned"), (ROW_FUSION, options.fusion, "--fusion"),
+                            (ROW_FT_GAN, options.gan, "--gan")):
+        if not path:
+            predictions[row] = f"no fine-tuned checkpoint given ({flag} FILE)"
+            continue
+        from napari_retsam.sam import load_sam
+
+        try:
+            tuned_models[row] = load_sam(base_path, model_type=options.model_type, device=options.device,
+                                         finetuned=path)
+        except RetsamInputError as exc:  # a file the user named must load
+            raise RetsamInputError(f"{flag} {path}: {exc}") from exc
+
     run_row(ROW_FRANGI, lambda s: frangi_probability(s.image, s.fov))
 
-    base, base_path, why = _try_base_model(options)
     tile = options.tile or None
     # The base and the decoder-only fine-tuned models share the frozen encoder, so
     # one embedding cache serves every box-prompted row (keyed by encoder identity).
     from napari_retsam.sam import EmbeddingCache
 
-    embeddings = EmbeddingCache()
+    embeddings = EmbeddingCache(disk_dir=options.cache_dir)
     if base is None:
         reason = f"no base SAM: {why}"
         for row in (ROW_AUTO, ROW_BOX):
@@ -153,19 +178,9 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None)
         run_row(ROW_BOX, lambda s: segmenter.segment(s.image, fov_box(s.fov), tile=tile,
                                                      overlap=options.overlap).prob)
 
-    for row, path, flag in ((ROW_FT, options.finetuned, "--finetuned"), (ROW_FT_GAN, options.gan, "--gan")):
-        if not path:
-            predictions[row] = f"no fine-tuned checkpoint given ({flag} FILE)"
-            done += len(samples)
-            continue
-        from napari_retsam.sam import Segmenter, load_sam
+    for row, model in tuned_models.items():
+        from napari_retsam.sam import Segmenter
 
-        try:
-            model = load_sam(base_path, model_type=options.model_type, device=options.device, finetuned=path)
-        except RetsamInputError as exc:
-            predictions[row] = f"cannot load {path}: {exc}"
-            done += len(samples)
-            continue
         tuned = Segmenter(model, cache=embeddings)
         run_row(row, lambda s, m=tuned: m.segment(s.image, fov_box(s.fov), tile=tile,
                                                   overlap=options.overlap).prob)
@@ -180,7 +195,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None)
         "tile": options.tile, "overlap": options.overlap if options.tile else None,
         "base_checkpoint": str(base_path) if base_path else None,
         "model_type": getattr(base, "model_type", options.model_type),
-        "finetuned": options.finetuned, "gan_finetuned": options.gan,
+        "finetuned": options.finetuned, "fusion_finetuned": options.fusion, "gan_finetuned": options.gan,
     })
     golds = [s.gold for s in samples]
     fovs = [s.fov for s in samples]
@@ -193,6 +208,26 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None)
                                         annotator=options.annotator, dataset=options.dataset,
                                         split=options.split))
     table.write(out, stem="table")
+    _roc_figure(out / "roc.png", predictions, golds, fovs)
     if progress is not None:
         progress(total, total, "done")
     return table
+
+
+def _roc_figure(path: Path, predictions: dict[str, Any], golds: list[np.ndarray], fovs: list[np.ndarray]) -> None:
+    """ROC curves (pooled FOV pixels) of every row that ran, with their AUCs."""
+    from napari_retsam.figures import save_roc_plot, thin_curve
+    from napari_retsam.metrics import roc_auc, roc_curve
+
+    curves = []
+    gold = np.concatenate([g[f] for g, f in zip(golds, fovs)])
+    if gold.all() or not gold.any():
+        return
+    for row, probs in predictions.items():
+        if isinstance(probs, str):
+            continue
+        scores = np.concatenate([p[f] for p, f in zip(probs, fovs)])
+        fpr, tpr, _ = roc_curve(scores, gold)
+        curves.append((row, *thin_curve(fpr, tpr), roc_auc(scores, gold)))
+    if curves:
+        save_roc_plot(path, curves)

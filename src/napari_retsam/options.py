@@ -11,6 +11,8 @@ from napari_retsam.errors import RetsamInputError
 
 __all__ = [
     "DEFAULT_MODEL_TYPE",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
     "DEVICE_CHOICES",
     "MIN_TILE",
     "USER_MODEL_TYPES",
@@ -31,6 +33,11 @@ DEFAULT_MODEL_TYPE = "lite_medsam"
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 #: Smallest tile side in pixels (0 = whole image, no tiling).
 MIN_TILE = 16
+#: Default tiling of segmentation and fine-tuning: 256-px windows (LiteMedSAM's
+#: input side, so a window is embedded at native resolution) overlapping by 32 px.
+#: Chosen by measurement (README, "Tile size").
+DEFAULT_TILE = 256
+DEFAULT_OVERLAP = 32
 
 
 def check_model_type(name: str | None, *, allow_internal: bool = True) -> str:

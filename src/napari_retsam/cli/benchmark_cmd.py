@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from napari_retsam.options import MODEL_TYPE_HELP, model_type_arg
+from napari_retsam.options import DEFAULT_OVERLAP, DEFAULT_TILE, MODEL_TYPE_HELP, model_type_arg
 
 __all__ = ["register", "run"]
 
@@ -26,17 +26,19 @@ __all__ = ["register", "run"]
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "benchmark",
-        help="the method's comparison table (Frangi, SAM auto, SAM box, fine-tuned, fine-tuned + GAN)",
+        help="the method's comparison table (Frangi, SAM auto, SAM box, fine-tuned, + fusion, + GAN)",
         description=(
             "Evaluate on a dataset's test split every row of the method's comparison table that "
-            "can run: Frangi baseline, SAM automatic mode, SAM with box prompts, SAM fine-tuned "
-            "with the BSD loss (--finetuned) and fine-tuned with GAN augmentation (--gan). "
-            "Columns PA, Se, Sp, AUC, F1 (FOV-masked, pooled, with per-image mean ± std). Rows "
-            "whose model is missing are listed as skipped with the reason."
+            "can run: Frangi baseline, SAM automatic mode, SAM zero-shot with box prompts (default "
+            "model: the bundled LiteMedSAM), SAM fine-tuned with the BSD loss (--finetuned), with the "
+            "fusion block's pixel branch (--fusion, the recipe of retsam finetune) and with GAN "
+            "augmentation (--gan). Columns PA, Se, Sp, AUC, F1 (FOV-masked, pooled, with per-image "
+            "mean ± std), plus an ROC figure. Rows whose model was not named are listed as skipped "
+            "with the reason; a named file that does not load fails the command."
         ),
         epilog=(
             "examples:\n"
-            "  retsam benchmark --dataset drive --root DRIVE --out bench-drive\n"
+            "  retsam benchmark --dataset drive --root DRIVE --out bench-drive --fusion runs/drive/best.pt\n"
             "  retsam benchmark --dataset drive --root DRIVE --out bench --checkpoint sam_vit_b_01ec64.pth \\\n"
             "      --finetuned runs/bsd/best.pt --gan runs/bsd-gan/best.pt --tile 512"
         ),
@@ -51,15 +53,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None, help="base SAM checkpoint (default: the cached official file)")
     parser.add_argument("--model-type", default=None, type=model_type_arg, help=MODEL_TYPE_HELP)
     parser.add_argument("--finetuned", default=None, help="project checkpoint fine-tuned with the BSD loss")
+    parser.add_argument("--fusion", default=None,
+                        help="project checkpoint fine-tuned with the BSD loss and the fusion block's pixel branch")
     parser.add_argument("--gan", default=None,
                         help="project checkpoint fine-tuned with the BSD loss on real + GAN-synthetic pairs")
-    parser.add_argument("--tile", type=int, default=0, help="SAM tile size in px (0 = whole image)")
-    parser.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                        help=f"SAM tile size in px (0 = whole image; default {DEFAULT_TILE})")
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in px (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--cache-dir", default=None, help="on-disk embedding cache shared between runs")
     parser.add_argument("--threshold", type=float, default=0.5, help="vessel if prob >= T (default 0.5)")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--download", action="store_true", help="download the official SAM weights if missing")
     parser.add_argument("--skip-auto", action="store_true", help="skip the (slow) SAM automatic-mode row")
-    parser.add_argument("--auto-points", type=int, default=32, help="automatic mode: points per side (default 32)")
+    parser.add_argument("--auto-points", type=int, default=16, help="automatic mode: points per side (default 16)")
     parser.set_defaults(func=run)
     return parser
 
@@ -70,16 +76,14 @@ def _check_before_rows(args: argparse.Namespace) -> None:
     from napari_retsam.cli._files import check_not_input
     from napari_retsam.errors import RetsamInputError
 
-    if 0 < args.tile < 16:
-        raise RetsamInputError(f"--tile must be 0 (whole image) or at least 16, got {args.tile}")
-    if args.tile and not 0 <= args.overlap < args.tile:
-        raise RetsamInputError(f"--overlap must be between 0 and --tile − 1 ({args.tile - 1}), got {args.overlap}")
-    if args.overlap < 0:
-        raise RetsamInputError(f"--overlap must be >= 0, got {args.overlap}")
+    from napari_retsam.options import check_tile
+
+    check_tile(args.tile, args.overlap)
     check_range(args.auto_points, "--auto-points", 1, 256, "256² point prompts per image already take hours")
     out = Path(args.out)
-    check_not_input([("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned), ("--gan", args.gan)],
-                    files=[("output", out / name) for name in ("table.md", "table.csv", "protocol.json")])
+    check_not_input([("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned), ("--fusion", args.fusion),
+                     ("--gan", args.gan)],
+                    files=[("output", out / name) for name in ("table.md", "table.csv", "protocol.json", "roc.png")])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,14 +96,16 @@ def run(args: argparse.Namespace) -> int:
         raise RetsamInputError(f"--tile must be >= 0, got {args.tile}")
     if not 0.0 <= args.threshold <= 1.0:
         raise RetsamInputError(f"--threshold must be in [0, 1], got {args.threshold}")
-    for flag, path in (("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned), ("--gan", args.gan)):
+    for flag, path in (("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned), ("--fusion", args.fusion),
+                       ("--gan", args.gan)):
         if path and not Path(path).is_file():
             raise RetsamInputError(f"{flag} file {path} does not exist")
     _check_before_rows(args)
     options = BenchmarkOptions(
         dataset=args.dataset, root=Path(args.root), out=Path(args.out), split=args.split,
         annotator=args.annotator, limit=args.limit, checkpoint=args.checkpoint,
-        model_type=args.model_type, finetuned=args.finetuned, gan=args.gan, tile=args.tile,
+        model_type=args.model_type, finetuned=args.finetuned, fusion=args.fusion, gan=args.gan, tile=args.tile,
+        cache_dir=args.cache_dir,
         overlap=args.overlap, threshold=args.threshold, device=args.device,
         download=args.download, auto_points=args.auto_points, skip_auto=args.skip_auto,
     )
@@ -112,5 +118,5 @@ def run(args: argparse.Namespace) -> int:
 
     table = run_benchmark(options, progress=progress)
     print(table.to_markdown())
-    print(f"written to {options.out}: table.md, table.csv, protocol.json")
+    print(f"written to {options.out}: table.md, table.csv, protocol.json, roc.png")
     return 0

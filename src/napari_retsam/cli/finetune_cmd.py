@@ -66,8 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     data.add_argument("--annotator", type=int, default=1, help="gold-standard annotator (default: 1)")
     data.add_argument("--val-split", default=None,
                       help="validate on this split of the dataset (default: hold out --val-fraction of training)")
-    data.add_argument("--val-fraction", type=float, default=0.2,
-                      help="fraction of the real training images held out for validation (default: 0.2)")
+    data.add_argument("--val-fraction", type=float, default=_DEFAULTS["val_fraction"],
+                      help=f"fraction of the real training images held out for validation "
+                      f"(default: {_DEFAULTS['val_fraction']})")
     data.add_argument("--synthetic", nargs="+", action="extend", default=[], metavar="DIR",
                       help="generic folders of synthetic images/masks (e.g. GAN exports) to mix in")
     data.add_argument("--synthetic-ratio", type=float, default=0.5,

@@ -27,7 +27,7 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
-from napari_retsam.options import MODEL_TYPE_HELP, model_type_arg
+from napari_retsam.options import DEFAULT_OVERLAP, DEFAULT_TILE, MODEL_TYPE_HELP, model_type_arg
 
 __all__ = ["parse_box", "register", "run"]
 
@@ -73,9 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "default: the cached official file, downloaded on first use")
     parser.add_argument("--finetuned", default=None, help="napari-retsam fine-tuned checkpoint on top of the base")
     parser.add_argument("--model-type", default=None, type=model_type_arg, help=MODEL_TYPE_HELP)
-    parser.add_argument("--tile", type=int, default=512,
-                        help="tile size in pixels for tiled prompting, 0 = whole image (default 512)")
-    parser.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                        help=f"tile size in pixels for tiled prompting, 0 = whole image (default {DEFAULT_TILE})")
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                        help=f"tile overlap in pixels (default {DEFAULT_OVERLAP})")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
     parser.add_argument("--prob-out", default=None,
                         help="also write the probability map: .npy (float32) or .png/.tif (8-bit, p x 255)")

@@ -4,7 +4,9 @@ The comparison row "SAM (auto)" runs SAM with no prompts: a regular grid of
 ``points_per_side²`` point prompts, each mask kept when its predicted IoU and
 stability score pass the thresholds, then non-maximum suppression
 (``segment_anything.SamAutomaticMaskGenerator``, plain SAM: the fusion block is
-not used). SAM's automatic masks are objects, so on a fundus photograph the
+not used). segment-anything's predictor normalises with ``Sam.pixel_mean`` /
+``pixel_std``; for a model with LiteMedSAM's min–max normalisation these are set,
+for this call only, to the image's minimum and range (the same [0, 1] scaling). SAM's automatic masks are objects, so on a fundus photograph the
 largest ones are the whole field of view or the optic disc; masks larger than
 ``max_area_fraction`` of the image are therefore dropped, and the vessel
 probability of a pixel is the largest predicted IoU (clipped to [0, 1]) of the
@@ -60,8 +62,18 @@ def auto_segment(
         stability_score_thresh=float(stability_score_thresh),
         output_mode="binary_mask",
     )
-    with torch.no_grad():
-        records = generator.generate(rgb)
+    sam = model.sam
+    saved = (sam.pixel_mean.clone(), sam.pixel_std.clone())
+    try:
+        if getattr(getattr(model, "config", None), "normalize", "imagenet") == "minmax":
+            lo, hi = float(rgb.min()), float(rgb.max())
+            sam.pixel_mean.fill_(lo)
+            sam.pixel_std.fill_(max(hi - lo, 1e-8))
+        with torch.no_grad():
+            records = generator.generate(rgb)
+    finally:
+        sam.pixel_mean.copy_(saved[0])
+        sam.pixel_std.copy_(saved[1])
     check_stop(should_stop)
     prob = np.zeros((height, width), dtype=np.float32)
     limit = max_area_fraction * height * width

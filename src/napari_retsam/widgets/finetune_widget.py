@@ -74,8 +74,11 @@ from qtpy.QtWidgets import (
 from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.options import USER_MODEL_TYPES
+from napari_retsam.training.config import FinetuneConfig
 from napari_retsam.widgets._common import notify_user_errors, show_info, worker_error_handler
 from napari_retsam.widgets._models import RegisteredModel, register_model
+
+_DEFAULTS = FinetuneConfig()  # the recipe's defaults (training.config imports no torch)
 
 __all__ = ["FinetuneWidget", "NO_DATASET", "PLOT_INTERVAL_S", "UI_INTERVAL_S"]
 
@@ -235,31 +238,33 @@ class FinetuneWidget(QWidget):
         # hyper-parameters
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 10000)
-        self.epochs_spin.setValue(10)
+        self.epochs_spin.setValue(_DEFAULTS.epochs)
         self.max_steps_spin = QSpinBox()
         self.max_steps_spin.setRange(0, 10_000_000)
         self.max_steps_spin.setSpecialValueText("no limit")
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 1024)
-        self.batch_spin.setValue(4)
+        self.batch_spin.setValue(_DEFAULTS.batch_size)
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(6)
         self.lr_spin.setRange(1e-6, 1.0)
         self.lr_spin.setSingleStep(1e-5)
-        self.lr_spin.setValue(1e-4)
+        self.lr_spin.setValue(_DEFAULTS.lr)
         self.loss_combo = QComboBox()
         self.loss_combo.addItems(["bsd", "bsd+bce"])
+        self.loss_combo.setCurrentText(_DEFAULTS.loss)
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 4096)
         self.tile_spin.setSingleStep(64)
         self.tile_spin.setSpecialValueText("whole image")
+        self.tile_spin.setValue(_DEFAULTS.tile)
         self.views_spin = QSpinBox()
         self.views_spin.setRange(1, 64)
-        self.views_spin.setValue(4)
+        self.views_spin.setValue(_DEFAULTS.n_views)
         self.val_fraction = QDoubleSpinBox()
         self.val_fraction.setRange(0.0, 0.9)
         self.val_fraction.setSingleStep(0.05)
-        self.val_fraction.setValue(0.2)
+        self.val_fraction.setValue(_DEFAULTS.val_fraction)
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
         self.full_check = QCheckBox("full fine-tuning (encoder too)")
@@ -268,7 +273,7 @@ class FinetuneWidget(QWidget):
         self.model_type_combo = QComboBox()
         self.model_type_combo.addItems(list(USER_MODEL_TYPES))
         self.checkpoint_edit = QLineEdit()
-        self.checkpoint_edit.setPlaceholderText("official file from the cache when empty")
+        self.checkpoint_edit.setPlaceholderText("bundled LiteMedSAM weights / official vit_* file when empty")
         self.out_edit = QLineEdit()
         self.resume_check = QCheckBox("resume from last.pt in the output folder")
 

@@ -76,7 +76,7 @@ from napari_retsam.widgets._common import (
     watch_layer_list,
     worker_error_handler,
 )
-from napari_retsam.options import USER_MODEL_TYPES
+from napari_retsam.options import DEFAULT_OVERLAP, DEFAULT_TILE, USER_MODEL_TYPES
 from napari_retsam.widgets._models import registered_models, subscribe
 from napari_retsam.widgets._segment_boxes import BoxPlan, boxes_from_shapes, image_geometry
 from napari_retsam.widgets._segment_engine import EngineKey, SegmentEngine, SliceResult
@@ -154,12 +154,12 @@ class SegmentWidget(QWidget):
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 8192)
         self.tile_spin.setSingleStep(64)
-        self.tile_spin.setValue(512)
+        self.tile_spin.setValue(DEFAULT_TILE)
         self.tile_spin.setSpecialValueText("whole image")
         self.tile_spin.setToolTip("tiled prompting window in pixels (0 = whole image, one encoder pass)")
         self.overlap_spin = QSpinBox()
         self.overlap_spin.setRange(0, 4096)
-        self.overlap_spin.setValue(64)
+        self.overlap_spin.setValue(DEFAULT_OVERLAP)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
         self.disk_cache_check = QCheckBox("keep embeddings on disk")
