@@ -26,9 +26,9 @@ class CountingEmbed:
         self._orig = model.embed
         model.embed = self
 
-    def __call__(self, batch):
+    def __call__(self, batch, **kwargs):
         self.calls += 1
-        return self._orig(batch)
+        return self._orig(batch, **kwargs)
 
 
 def _manual_whole_image(model, image, box):
@@ -196,7 +196,8 @@ def test_signature_changes_with_model_and_tile(tiny_sam, tiny_finetuned_checkpoi
 
     sig = embedding_signature(tiny_sam, "abc", (0, 0, 10, 10))
     assert set(sig) == {"image_sha256", "encoder_sha256", "model_type", "img_size", "preprocess", "tile",
-                        "precision", "package_version"}
+                        "precision", "package_version", "shape", "dtype"}
+    assert sig["shape"] == [32, 4, 4] and sig["dtype"] == "float32"  # what the tiny encoder gives
     assert signature_key(sig) != signature_key(embedding_signature(tiny_sam, "abc", (0, 0, 10, 11)))
     other = tiny_sam.__class__(tiny_sam.sam, model_type="tiny", config=tiny_sam.config)  # unknown weights
     assert signature_key(sig) != signature_key(embedding_signature(other, "abc", (0, 0, 10, 10)))
@@ -262,3 +263,36 @@ def test_trained_fusion_is_applied_and_its_memo_follows_weight_changes(tiny_fine
     changed = seg.segment(image, [box], tile=0, clip_to_boxes=False)
     assert changed.n_embedded == 0  # encoder output still cached ...
     np.testing.assert_allclose(changed.prob, _manual_whole_image(model, image, box), atol=1e-6)  # ... fusion redone
+
+
+def test_cancel_takes_effect_inside_one_encoder_pass(lite_medsam):
+    """Whole-image mode has one encoder pass: Cancel must not wait for it to end (block-level check)."""
+    import time
+
+    from napari_retsam.sam.embeddings import EmbeddingCache
+
+    image = np.zeros((256, 256, 3), np.uint8)
+    calls = {"n": 0, "messages": []}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3  # stop after the pass has started
+
+    start = time.perf_counter()
+    segmenter = Segmenter(lite_medsam, cache=EmbeddingCache())
+    with pytest.raises(Cancelled):
+        segmenter.segment(image, None, tile=None, should_stop=should_stop,
+                          progress=lambda d, t, m: calls["messages"].append(m))
+    assert calls["n"] == 4  # one check before the window, then one per encoder block until the stop
+    assert len(segmenter.cache) == 0  # nothing half-computed was cached
+    assert any("(block " in m for m in calls["messages"])
+
+
+def test_progress_has_a_time_estimate_per_window(tiny_sam):
+    image = np.zeros((100, 100, 3), np.uint8)
+    messages = []
+    Segmenter(tiny_sam).segment(image, None, tile=32, overlap=4, progress=lambda d, t, m: messages.append((d, m)))
+    windows = [m for _, m in messages if m.startswith("embedding window")]
+    assert windows[0].startswith("embedding window 1/") and "s left" not in windows[0]
+    assert all("s left" in m for m in windows[1:])
+    assert [d for d, _ in messages] == sorted(d for d, _ in messages)

@@ -12,6 +12,8 @@ from napari_retsam.errors import RetsamInputError
 __all__ = [
     "DEFAULT_MODEL_TYPE",
     "DEFAULT_OVERLAP",
+    "DEFAULT_PRECISION",
+    "PRECISIONS",
     "DEFAULT_TILE",
     "DEVICE_CHOICES",
     "MIN_TILE",
@@ -31,6 +33,11 @@ USER_MODEL_TYPES: tuple[str, ...] = ("lite_medsam", "vit_b", "vit_l", "vit_h")
 DEFAULT_MODEL_TYPE = "lite_medsam"
 #: Device names accepted everywhere (``auto``: CUDA, then Apple MPS, then CPU).
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+#: Precision of inference encoder passes: "fp32" (exact), "bf16" (bfloat16 autocast,
+#: faster on CPUs with AVX512-BF16/AMX and on GPUs), "auto" (bf16 where the CPU has
+#: native bf16, else fp32). The vessel AUC it costs is measured in the README.
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+DEFAULT_PRECISION = "fp32"
 #: Smallest tile side in pixels (0 = whole image, no tiling).
 MIN_TILE = 16
 #: Default tiling of segmentation and fine-tuning: 256-px windows (LiteMedSAM's
@@ -83,14 +90,16 @@ def check_device(name: str | None) -> str:
     raise RetsamInputError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
 
 
-def check_tile(tile: int | None, overlap: int = 0) -> tuple[int, int]:
-    """``(tile, overlap)`` checked: tile 0 (whole image) or ≥ 16 px, 0 ≤ overlap < tile."""
+def check_tile(tile: int | None, overlap: int = 0, *, names: tuple[str, str] = ("tile size", "overlap")) -> tuple[int, int]:
+    """``(tile, overlap)`` checked: tile 0 (whole image) or ≥ 16 px, 0 ≤ overlap < tile.
+
+    ``names``: how the two values are called in the message (the CLI passes its flags).
+    """
+    tile_name, overlap_name = names
     tile = int(tile or 0)
     overlap = int(overlap or 0)
-    if tile != 0 and tile < MIN_TILE:
-        raise RetsamInputError(f"tile size must be 0 (whole image) or at least {MIN_TILE} px, got {tile}")
-    if tile and not 0 <= overlap < tile:
-        raise RetsamInputError(f"overlap must be between 0 and tile size − 1 ({tile - 1}), got {overlap}")
-    if not tile and overlap < 0:
-        raise RetsamInputError(f"overlap must be >= 0, got {overlap}")
+    if tile < 0 or 0 < tile < MIN_TILE:
+        raise RetsamInputError(f"{tile_name} must be 0 (whole image) or at least {MIN_TILE} px, got {tile}")
+    if overlap < 0 or (tile and overlap >= tile):
+        raise RetsamInputError(f"{overlap_name} must be between 0 and {tile_name} − 1 ({max(tile - 1, 0)}), got {overlap}")
     return tile, overlap

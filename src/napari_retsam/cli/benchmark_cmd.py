@@ -78,7 +78,7 @@ def _check_before_rows(args: argparse.Namespace) -> None:
 
     from napari_retsam.options import check_tile
 
-    check_tile(args.tile, args.overlap)
+    check_tile(args.tile, args.overlap, names=("--tile", "--overlap"))
     check_range(args.auto_points, "--auto-points", 1, 256, "256² point prompts per image already take hours")
     out = Path(args.out)
     check_not_input([("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned), ("--fusion", args.fusion),
@@ -92,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit < 0:
         raise RetsamInputError(f"--limit must be >= 0, got {args.limit}")
-    if args.tile < 0:
-        raise RetsamInputError(f"--tile must be >= 0, got {args.tile}")
     if not 0.0 <= args.threshold <= 1.0:
         raise RetsamInputError(f"--threshold must be in [0, 1], got {args.threshold}")
     for flag, path in (("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned), ("--fusion", args.fusion),

@@ -66,16 +66,12 @@ def parse_float(value: Any, name: str) -> float:
 
 
 def check_device(device: str) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N`` that exists on this machine."""
-    import torch
+    """The device the GAN runs on: the package's one device rule (``options.DEVICE_CHOICES``,
+    ``select_device``: auto, cpu, cuda, cuda:N, mps; a device that is not there is refused)."""
+    from napari_retsam.options import check_device as check_device_name
+    from napari_retsam.sam.device import select_device
 
-    if device == "cpu":
-        return device
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RetsamInputError(f"device {device} asked for, but no CUDA GPU is available; use --device cpu")
-        return device
-    raise RetsamInputError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+    return str(select_device(check_device_name(device)))
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -114,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     train.add_argument("--lr", default="0.0002", help="Adam learning rate (default: 0.0002)")
     train.add_argument("--g-channels", default="32", help="generator channels at full resolution (default: 32)")
     train.add_argument("--d-channels", default="64", help="first discriminator layer channels (default: 64)")
-    train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    train.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
     train.add_argument("--resume", default=None, help="continue from a last.pt of an earlier run")
     train.add_argument("--overwrite", action="store_true",
                        help="replace an earlier run in --out (default: refuse; use --resume to continue it)")
@@ -146,7 +142,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     sample.add_argument("--mask-split", default="train", help="split of --mask-dataset (default: train)")
     sample.add_argument("--warp", action="store_true", help="conditional generators: give every mask a random "
                         "flip/rotation and an elastic warp (seeded by --seed)")
-    sample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    sample.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
     sample.set_defaults(func=run, gan_run=_run_sample)
 
     report = actions.add_parser(
@@ -165,7 +161,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     report.add_argument("--seed", default="0", help="sampling seed (default: 0)")
     report.add_argument("--json", action="store_true", help="print one JSON object")
     report.add_argument("--figure", default=None, help="also save the report figure as this PNG")
-    report.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    report.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
     report.set_defaults(func=run, gan_run=_run_report)
     return parser
 

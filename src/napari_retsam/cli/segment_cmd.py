@@ -27,7 +27,14 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
-from napari_retsam.options import DEFAULT_OVERLAP, DEFAULT_TILE, MODEL_TYPE_HELP, model_type_arg
+from napari_retsam.options import (
+    DEFAULT_OVERLAP,
+    DEFAULT_PRECISION,
+    DEFAULT_TILE,
+    MODEL_TYPE_HELP,
+    PRECISIONS,
+    model_type_arg,
+)
 
 __all__ = ["parse_box", "register", "run"]
 
@@ -78,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                         help=f"tile overlap in pixels (default {DEFAULT_OVERLAP})")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                        help=f"encoder precision: fp32 (exact), bf16 (faster where the CPU/GPU has bfloat16), "
+                        f"auto (bf16 only on CPUs with native bf16) (default: {DEFAULT_PRECISION})")
     parser.add_argument("--prob-out", default=None,
                         help="also write the probability map: .npy (float32) or .png/.tif (8-bit, p x 255)")
     parser.add_argument("--auto", action="store_true",
@@ -125,10 +135,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_not_input([("image", args.image), ("--checkpoint", args.checkpoint), ("--finetuned", args.finetuned)],
                     files=[("mask output", out), ("probability output", prob_out)])
-    if args.tile < 0 or (0 < args.tile < 16):
-        raise RetsamInputError(f"--tile must be 0 (whole image) or at least 16, got {args.tile}")
-    if args.tile and not 0 <= args.overlap < args.tile:
-        raise RetsamInputError(f"--overlap must be between 0 and --tile − 1, got {args.overlap}")
+    from napari_retsam.options import check_tile
+
+    check_tile(args.tile, args.overlap, names=("--tile", "--overlap"))
     for flag in ("checkpoint", "finetuned"):
         value = getattr(args, flag)
         if value and not Path(value).is_file():
@@ -143,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     model = load_sam(args.checkpoint, model_type=args.model_type, device=device, finetuned=args.finetuned,
                      progress=_download_progress)
+    model.encoder_precision = args.precision
     if args.auto:
         from napari_retsam.sam.auto import auto_segment
 

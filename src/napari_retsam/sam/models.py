@@ -18,6 +18,7 @@ Models are built from segment-anything's own modules (``ImageEncoderViT``,
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
@@ -119,6 +120,14 @@ MODEL_CONFIGS: dict[str, SamConfig] = {
     ),
 }
 MODEL_TYPES: tuple[str, ...] = tuple(MODEL_CONFIGS)
+
+
+def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
+    """The encoder's blocks in order (ViT ``blocks.N``, TinyViT ``layers.S.blocks.N``): the units of sub-progress."""
+    import re
+
+    pattern = re.compile(r"(layers\.\d+\.)?blocks\.\d+")
+    return [module for name, module in encoder.named_modules() if pattern.fullmatch(name)]
 
 
 def _build_encoder(config: SamConfig) -> nn.Module:
@@ -230,24 +239,41 @@ class RetsamSam(nn.Module):
         """3×S×S normalised, padded encoder input (see :mod:`.preprocess` for the rule)."""
         return self.prepare(image_uint8_hw3).tensor.to(self.device)
 
-    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+    def embed(self, batch: torch.Tensor, *, on_block: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """B×3×S×S (or 3×S×S) preprocessed images -> B×C×h×w encoder embeddings.
 
         Encoder only (no fusion: the fusion block is part of decoding, so cached
         embeddings stay valid for fine-tuned decoders of the same base model).
+        Inference (autograd off) runs :meth:`_inference_encoder` at
+        :attr:`encoder_precision`. ``on_block(done, total)`` is called before each
+        transformer block of the encoder (sub-progress of one pass); an exception
+        it raises (e.g. :class:`~napari_retsam.sam.progress.Cancelled`) stops the
+        pass there, so Cancel never waits for a whole encoder pass.
         """
         if batch.ndim == 3:
             batch = batch.unsqueeze(0)
         batch = batch.to(self.device)
         if torch.is_grad_enabled() or self.sam.image_encoder.training:
-            return self.sam.image_encoder(batch)
-        encoder = self._inference_encoder()
-        dtype = self.encoder_dtype()
-        if self.device.type == "cpu":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = encoder(batch)
-        return out.float().contiguous()
+            encoder = self.sam.image_encoder
+            dtype = None
+        else:
+            encoder = self._inference_encoder()
+            dtype = self.encoder_dtype()
+            if self.device.type == "cpu":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+        handles = []
+        if on_block is not None:
+            blocks = encoder_blocks(encoder)
+            for k, block in enumerate(blocks):
+                handles.append(block.register_forward_pre_hook(
+                    lambda module, args, k=k, n=len(blocks): on_block(k, n)))
+        try:
+            with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = encoder(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return out.float().contiguous() if dtype is not None or out.dtype != torch.float32 else out
 
     def encoder_dtype(self) -> torch.dtype | None:
         """The autocast dtype of inference encoder passes (None: fp32), from ``encoder_precision``."""

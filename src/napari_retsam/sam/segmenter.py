@@ -162,11 +162,11 @@ class Segmenter:
             self._fused.move_to_end(key)
         return fused
 
-    def _embed_tile(self, rgb: np.ndarray, tile: Tile) -> torch.Tensor:
+    def _embed_tile(self, rgb: np.ndarray, tile: Tile, on_block: Any = None) -> torch.Tensor:
         y0, x0, y1, x1 = tile
         prepared = self.model.prepare(rgb[y0:y1, x0:x1])
         with torch.no_grad():
-            return self.model.embed(prepared.tensor.unsqueeze(0).to(self.model.device))[0]
+            return self.model.embed(prepared.tensor.unsqueeze(0).to(self.model.device), on_block=on_block)[0]
 
     def segment(
         self,
@@ -210,9 +210,16 @@ class Segmenter:
         embeddings, skips = [], []
         for i, t in enumerate(used):
             check_stop(should_stop)
-            report(progress, i, total, f"embedding window {i + 1}/{len(used)}")
             signature = embedding_signature(self.model, image_hash, grid[t])
-            embedding = self.cache.get_or_compute(signature, lambda t=t: self._embed_tile(rgb, grid[t]))
+            label = f"embedding window {i + 1}/{len(used)}{_eta(time.perf_counter() - start, i, len(used))}"
+            report(progress, i, total, label)
+
+            def on_block(k: int, n: int, i: int = i, label: str = label) -> None:
+                check_stop(should_stop)  # Cancel within one encoder block, not one pass
+                if k:
+                    report(progress, i, total, f"{label} (block {k}/{n})")
+
+            embedding = self.cache.get_or_compute(signature, lambda t=t, cb=on_block: self._embed_tile(rgb, grid[t], cb))
             y0, x0, y1, x1 = grid[t]
             fused, skip = self._fused_embedding(signature, embedding, rgb[y0:y1, x0:x1])
             embeddings.append(fused[0])
@@ -261,6 +268,14 @@ class Segmenter:
                 logits_k = _keep_inside_box(logits_k, boxes_arr[k])
             np.maximum(combined, logits_k, out=combined)
         probs = (1.0 / (1.0 + np.exp(-combined.astype(np.float64)))).astype(np.float32)
+        bad = int(np.count_nonzero(~np.isfinite(probs)))
+        if bad:
+            source = getattr(self.model, "source", None) or {}
+            weights = source.get("finetuned") or source.get("checkpoint") or "the model's weights"
+            raise RetsamInputError(
+                f"the model produced a probability map with {bad} NaN/inf pixel(s); its weights ({weights}) or its "
+                "input are broken, so no result is returned"
+            )
         report(progress, total, total, "done")
         end = time.perf_counter()
         return SegmentResult(
@@ -271,6 +286,13 @@ class Segmenter:
             timings={"embed_s": t_embed - start, "decode_s": t_decode - t_embed, "stitch_s": end - t_decode,
                      "total_s": end - start},
         )
+
+
+def _eta(elapsed: float, done: int, total: int) -> str:
+    """", about N s left" after the first window (linear estimate), else ""."""
+    if done <= 0 or done >= total:
+        return ""
+    return f", about {elapsed / done * (total - done):.0f} s left"
 
 
 def prepare_geometry(original: tuple[int, int], size: int) -> tuple[int, int]:

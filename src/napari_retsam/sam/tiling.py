@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.options import check_tile
 
 __all__ = ["Stitcher", "Tile", "blend_weights", "stitch", "tile_grid"]
 
@@ -48,11 +49,7 @@ def tile_grid(height: int, width: int, tile: int | None, overlap: int = 0) -> li
         raise RetsamInputError(f"cannot tile an empty {height}×{width} image")
     if not tile:
         return [(0, 0, int(height), int(width))]
-    tile, overlap = int(tile), int(overlap)
-    if tile < 16:
-        raise RetsamInputError(f"tile size must be 0 (whole image) or at least 16 px, got {tile}")
-    if not 0 <= overlap < tile:
-        raise RetsamInputError(f"overlap must be between 0 and tile size − 1 ({tile - 1}), got {overlap}")
+    tile, overlap = check_tile(tile, overlap)
     th, tw = min(tile, height), min(tile, width)
     return [
         (y, x, y + th, x + tw)

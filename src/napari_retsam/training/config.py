@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.options import DEFAULT_MODEL_TYPE, DEFAULT_OVERLAP, DEFAULT_TILE
+from napari_retsam.options import DEFAULT_MODEL_TYPE, DEFAULT_OVERLAP, DEFAULT_TILE, check_tile
 
 __all__ = ["FinetuneConfig", "LOSSES"]
 
@@ -106,9 +106,7 @@ class FinetuneConfig:
         need(self.selection in ("nonempty", "all"), f"selection must be nonempty or all, got {self.selection!r}")
         need(self.smooth > 0, f"smooth must be > 0, got {self.smooth}")
         need(self.bce_weight >= 0, f"bce weight must be >= 0, got {self.bce_weight}")
-        need(self.tile == 0 or self.tile >= 32, f"tile must be 0 (whole image) or >= 32 pixels, got {self.tile}")
-        need(self.overlap >= 0 and (self.tile == 0 or self.overlap < self.tile),
-             f"overlap must be in [0, tile), got {self.overlap}")
+        check_tile(self.tile, self.overlap)
         need(self.n_views >= 1, f"n-views must be >= 1, got {self.n_views}")
         need(0 <= self.pixel_branch <= 256, f"pixel-branch channels must be in 0..256, got {self.pixel_branch}")
         need(0 <= self.box_jitter < 0.5, f"box jitter must be in [0, 0.5), got {self.box_jitter}")

@@ -76,7 +76,7 @@ from napari_retsam.widgets._common import (
     watch_layer_list,
     worker_error_handler,
 )
-from napari_retsam.options import DEFAULT_OVERLAP, DEFAULT_TILE, USER_MODEL_TYPES
+from napari_retsam.options import DEFAULT_OVERLAP, DEFAULT_TILE, USER_MODEL_TYPES, check_tile
 from napari_retsam.widgets._models import registered_models, subscribe
 from napari_retsam.widgets._segment_boxes import BoxPlan, boxes_from_shapes, image_geometry
 from napari_retsam.widgets._segment_engine import EngineKey, SegmentEngine, SliceResult
@@ -460,10 +460,7 @@ class SegmentWidget(QWidget):
     def _tiling(self) -> tuple[int | None, int]:
         tile = int(self.tile_spin.value())
         overlap = int(self.overlap_spin.value())
-        if tile and tile < 16:
-            raise RetsamInputError(f"tile must be 0 (whole image) or at least 16 px, got {tile}")
-        if tile and overlap >= tile:
-            raise RetsamInputError(f"overlap ({overlap} px) must be smaller than the tile ({tile} px)")
+        tile, overlap = check_tile(tile, overlap)
         return (tile or None), overlap
 
     # -- running ---------------------------------------------------------------
