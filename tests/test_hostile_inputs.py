@@ -11,8 +11,10 @@ and ``{new}``, a fresh empty folder per row for outputs that must not appear. ``
 substring the error line must contain. ``forbid`` names functions (``module:attribute``)
 that must not run (the check has to come before that work). ``hold`` names workspace
 folders another live process holds as a run folder while the row runs (concurrency on one
-``--out``). Classes: ``argument``, ``image``, ``folder``, ``concurrency``, ``input=output``;
-crafted checkpoints and cache entries go here too (build the file in the workspace).
+``--out``). Classes: ``argument``, ``image``, ``folder``, ``concurrency``, ``input=output``,
+``checkpoint`` (crafted files, built from real tiny runs in :func:`_build_crafted`). Bad
+embedding-cache entries are recomputed (exit 0, one warning), so they are tested in
+``tests/test_checkpoint_integrity.py``.
 """
 
 from __future__ import annotations
@@ -55,6 +57,24 @@ WORKSPACE = {
     "a_file": "a_file",                # a plain file where a folder is expected
     "gen": "gen.pt",                   # stands for a generator checkpoint (never loaded: refused before)
     "demo_out": "demo_out",            # a demo output folder holding gan_samples/ (a dataset)
+    # crafted checkpoints (built from real tiny runs by _build_crafted)
+    "ft_last": "crafted/ft_run/last.pt",                # a real last.pt of a 1-step tiny fine-tuning run
+    "ft_classes": "crafted/ft_num_classes_abc.pt",      # fine-tune last.pt, num_classes='abc'
+    "ft_noconfig": "crafted/ft_no_training_config.pt",  # fine-tune last.pt without training.config
+    "ft_step_huge": "crafted/ft_step_1e12.pt",          # training.step = 10**12
+    "ft_step_neg": "crafted/ft_step_-5.pt",             # training.step = -5
+    "ft_step_beyond": "crafted/ft_step_1000.pt",        # step = total_steps = 1000: beyond a 1-step run
+    "ft_nan": "crafted/ft_nan_decoder.pt",              # a NaN in a fine-tuned decoder weight
+    "ft_nan_optim": "crafted/ft_nan_optimizer.pt",      # a NaN in the saved optimizer state
+    "nan_ckpt": "crafted/sam_tiny_nan.pth",             # official-style state dict with an inf weight
+    "fake_official": "crafted/sam_vit_b_01ec64.pth",    # tiny weights under the official vit_b name
+    "gan_neg": "crafted/gan_last_negative_iteration.pt",   # GAN last.pt, iteration -3
+    "gan_newer": "crafted/gan_generator_v2.pt",         # generator_last.pt of format_version 2
+    "gan_newer_last": "crafted/gan_last_v2.pt",         # last.pt of format_version 2
+    "gan_nan": "crafted/gan_generator_nan.pt",          # generator weight NaN
+    # folders
+    "ambiguous": "ambiguous",          # flat images/ AND train/images/
+    "split_data": "split_data",        # train/ and test/ sub-folders (disjoint ids)
 }
 
 
@@ -129,7 +149,7 @@ CASES: list[Case] = [
          ("finetune", "--synthetic", "{data}", "--out", "{ft_earlier}", *TINY_FT), "already holds an earlier",
          forbid=("napari_retsam.training.runner:collect_items",)),
     Case("folder", "finetune resuming elsewhere over an earlier run",
-         ("finetune", "--synthetic", "{data}", "--out", "{ft_earlier}", *TINY_FT, "--resume", "{gen}"),
+         ("finetune", "--synthetic", "{data}", "--out", "{ft_earlier}", *TINY_FT, "--resume", "{ft_last}"),
          "already holds an earlier", forbid=("napari_retsam.training.runner:collect_items",)),
     Case("folder", "gan train over an earlier run",
          ("gan", "train", *GAN_DATA, "--out", "{gan_earlier}", *TINY_GAN), "already holds an earlier",
@@ -181,6 +201,63 @@ CASES: list[Case] = [
     Case("input=output", "gan report --figure over a dataset image",
          ("gan", "report", "--checkpoint", "{gen}", *GAN_DATA, "--figure", "{data}/images/synth_000.png"),
          "is the input dataset image file", forbid=("napari_retsam.gan.checkpoint:load_generator",)),
+    # ------------------------------------------------------------------ crafted checkpoints
+    Case("checkpoint", "segment with num_classes='abc'",
+         ("segment", "--image", "{image}", "--out", "{new}/m.png", "--checkpoint", "{ft_classes}",
+          "--model-type", "tiny"), "ft_num_classes_abc.pt: field 'num_classes' must be an integer"),
+    Case("checkpoint", "finetune --resume without training.config",
+         ("finetune", "--synthetic", "{data}", "--out", "{new}/ft", *TINY_FT, "--resume", "{ft_noconfig}"),
+         "ft_no_training_config.pt: field 'training.config' is missing", forbid=("napari_retsam.training.runner:collect_items",)),
+    Case("checkpoint", "finetune --resume at step 10**12",
+         ("finetune", "--synthetic", "{data}", "--out", "{new}/ft", *TINY_FT, "--resume", "{ft_step_huge}"),
+         "ft_step_1e12.pt: field 'training.step'", forbid=("napari_retsam.training.runner:collect_items",)),
+    Case("checkpoint", "finetune --resume at step -5",
+         ("finetune", "--synthetic", "{data}", "--out", "{new}/ft", *TINY_FT, "--resume", "{ft_step_neg}"),
+         "field 'training.step' must be an integer >= 0, got -5", forbid=("napari_retsam.training.runner:collect_items",)),
+    Case("checkpoint", "finetune --resume with a NaN optimizer state",
+         ("finetune", "--synthetic", "{data}", "--out", "{new}/ft", *TINY_FT, "--resume", "{ft_nan_optim}"),
+         "field 'training.optimizer.state.0.exp_avg' holds NaN/inf", forbid=("napari_retsam.training.runner:collect_items",)),
+    Case("checkpoint", "segment with a NaN fine-tuned decoder weight",
+         ("segment", "--image", "{image}", "--out", "{new}/m.png", "--checkpoint", "{ft_nan}", "--model-type", "tiny"),
+         "field 'sam' tensor 'mask_decoder."),
+    Case("checkpoint", "segment with an inf base weight",
+         ("segment", "--image", "{image}", "--out", "{new}/m.png", "--checkpoint", "{nan_ckpt}",
+          "--model-type", "tiny"), "holds NaN/inf values in tensor 'image_encoder.patch_embed.proj.weight'"),
+    Case("checkpoint", "segment with a fake official vit_b file",
+         ("segment", "--image", "{image}", "--out", "{new}/m.png", "--checkpoint", "{fake_official}"),
+         "is named like the published sam_vit_b_01ec64.pth"),
+    Case("checkpoint", "gan train --resume with a negative iteration",
+         ("gan", "train", *GAN_DATA, "--out", "{new}/gan", *TINY_GAN, "--resume", "{gan_neg}"),
+         "gan_last_negative_iteration.pt: field 'iteration' must be an integer >= 0, got -3"),
+    Case("checkpoint", "gan train --resume of a newer format_version",
+         ("gan", "train", *GAN_DATA, "--out", "{new}/gan", *TINY_GAN, "--resume", "{gan_newer_last}"),
+         "field 'format_version' is 2: the file was written by a newer napari-retsam"),
+    Case("checkpoint", "gan sample of a newer format_version",
+         ("gan", "sample", "--checkpoint", "{gan_newer}", "--n", "2", "--out", "{new}/s"),
+         "gan_generator_v2.pt: field 'format_version' is 2"),
+    Case("checkpoint", "gan report of a newer format_version",
+         ("gan", "report", "--checkpoint", "{gan_newer}", *GAN_DATA), "gan_generator_v2.pt: field 'format_version'"),
+    Case("checkpoint", "gan sample with a NaN generator weight",
+         ("gan", "sample", "--checkpoint", "{gan_nan}", "--n", "2", "--out", "{new}/s"),
+         "field 'generator' tensor"),
+    # ------------------------------------------------------------------ folders: splits
+    Case("folder", "flat images/ beside train/: --split train is ambiguous",
+         ("data", "info", "--dataset", "folder", "--root", "{ambiguous}", "--split", "train"), "is ambiguous"),
+    Case("folder", "finetune on an ambiguous folder",
+         ("finetune", "--dataset", "folder", "--root", "{ambiguous}", "--split", "train", "--out", "{new}/ft",
+          *TINY_FT), "is ambiguous"),
+    Case("folder", "finetune --split all --val-split all",
+         ("finetune", "--dataset", "folder", "--root", "{split_data}", "--split", "all", "--val-split", "all",
+          "--out", "{new}/ft", *TINY_FT), "shares 4 of its 4 images with the training split 'all'",
+         forbid=("napari_retsam.training.runner:items_from_dataset",)),
+    Case("folder", "finetune --split all --val-split train",
+         ("finetune", "--dataset", "folder", "--root", "{split_data}", "--split", "all", "--val-split", "train",
+          "--out", "{new}/ft", *TINY_FT), "shares 2 of its 2 images",
+         forbid=("napari_retsam.training.runner:items_from_dataset",)),
+    Case("folder", "finetune on a flat folder with --val-split (same files)",
+         ("finetune", "--dataset", "folder", "--root", "{data}", "--split", "train", "--val-split", "test",
+          "--out", "{new}/ft", *TINY_FT), "validation split 'test' shares 2",
+         forbid=("napari_retsam.training.runner:items_from_dataset",)),
     Case("input=output", "demo --root inside the demo's own output",
          ("demo", "--smallest", "--dataset", "folder", "--root", "{demo_out}/gan_samples", "--out", "{demo_out}"),
          "would write over the input --root", forbid=("napari_retsam.demo:run_demo",)),
@@ -228,6 +305,62 @@ def _build_workspace(root: Path, tiny_ckpt: Path) -> None:
     (root / "a_file").write_text("a file\n")
     (root / "gen.pt").write_bytes(b"never loaded")
     shutil.copytree(root / "data", root / "demo_out" / "gan_samples")
+    write_synthetic_folder(root / "ambiguous", 2, seed=5, size=64)
+    write_synthetic_folder(root / "ambiguous" / "train", 2, seed=6, size=64)
+    write_synthetic_folder(root / "split_data" / "train", 2, seed=7, size=64)
+    write_synthetic_folder(root / "split_data" / "test", 2, seed=8, size=64)
+    for sub in ("images", "masks", "fov"):  # test ids differ from train ids
+        for p in (root / "split_data" / "test" / sub).iterdir():
+            p.rename(p.with_name("t" + p.name))
+    _build_crafted(root)
+
+
+def _build_crafted(root: Path) -> None:
+    """Crafted checkpoints from real tiny runs (a 1-step fine-tuning run, a 1-iteration GAN run)."""
+    import copy
+
+    import torch
+
+    crafted = root / "crafted"
+    crafted.mkdir()
+    assert main(["finetune", "--synthetic", str(root / "data"), "--checkpoint", str(root / "sam_tiny.pth"),
+                 "--model-type", "tiny", "--device", "cpu", "--tile", "0", "--max-steps", "1", "--no-augment",
+                 "--val-fraction", "0", "--out", str(crafted / "ft_run")]) == 0
+    last = torch.load(crafted / "ft_run" / "last.pt", weights_only=True)
+
+    def ft(name: str, change) -> None:
+        state = copy.deepcopy(last)
+        change(state)
+        torch.save(state, crafted / name)
+
+    ft("ft_num_classes_abc.pt", lambda s: s.update(num_classes="abc"))
+    ft("ft_no_training_config.pt", lambda s: s["training"].pop("config"))
+    ft("ft_step_1e12.pt", lambda s: s["training"].update(step=10**12))
+    ft("ft_step_-5.pt", lambda s: s["training"].update(step=-5))
+    ft("ft_step_1000.pt", lambda s: s["training"].update(step=1000, total_steps=1000))
+    ft("ft_nan_decoder.pt", lambda s: next(iter(s["sam"].values())).view(-1)[0].fill_(float("nan")))
+    ft("ft_nan_optimizer.pt", lambda s: s["training"]["optimizer"]["state"][0]["exp_avg"].view(-1)[0]
+       .fill_(float("nan")))
+    base = torch.load(root / "sam_tiny.pth", weights_only=True)
+    base["image_encoder.patch_embed.proj.weight"].view(-1)[3] = float("inf")
+    torch.save(base, crafted / "sam_tiny_nan.pth")
+    shutil.copy(root / "sam_tiny.pth", crafted / "sam_vit_b_01ec64.pth")
+    data = [str(root / "data") if part == "{data}" else part for part in GAN_DATA]
+    assert main(["gan", "train", *data, *TINY_GAN, "--sample-every", "0", "--checkpoint-every", "1",
+                 "--out", str(crafted / "gan_run")]) == 0
+    gan_last = torch.load(crafted / "gan_run" / "last.pt", weights_only=True)
+    gan_gen = torch.load(crafted / "gan_run" / "generator_last.pt", weights_only=True)
+
+    def gan(name: str, source: dict, change) -> None:
+        state = copy.deepcopy(source)
+        change(state)
+        torch.save(state, crafted / name)
+
+    gan("gan_last_negative_iteration.pt", gan_last, lambda s: s.update(iteration=-3))
+    gan("gan_generator_v2.pt", gan_gen, lambda s: s.update(format_version=2))
+    gan("gan_last_v2.pt", gan_last, lambda s: s.update(format_version=2))
+    gan("gan_generator_nan.pt", gan_gen, lambda s: next(iter(s["generator"].values())).view(-1)[0]
+        .fill_(float("nan")))
 
 
 @pytest.fixture(scope="module")
@@ -313,6 +446,22 @@ def test_hostile_input_is_refused_cleanly(case: Case, ws: Path, tmp_path: Path, 
     assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
                              if before.get(k) != after.get(k)}
     assert not any(new.iterdir()), sorted(new.rglob("*"))
+
+
+def test_resume_position_beyond_this_run_is_refused(ws: Path, tmp_path: Path, capsys) -> None:
+    """A resume position inside the file's own run but beyond this run (step 1000 of a 1-step run):
+    found once the run's steps are known, still one error line, nothing written."""
+    before = snapshot(ws)
+    capsys.readouterr()
+    code = main(_fill(("finetune", "--synthetic", "{data}", "--out", "{new}/ft", *TINY_FT, "--resume",
+                       "{ft_step_beyond}"), ws, tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("retsam: ")]
+    assert errors == [err.splitlines()[-1]] and "it is at step 1000, beyond this run's 1 steps" in errors[0], err
+    assert snapshot(ws) == before
+    assert not (tmp_path / "ft").exists()
 
 
 # ---------------------------------------------------------------------- concurrency, for real

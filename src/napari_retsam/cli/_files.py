@@ -199,11 +199,17 @@ def write_mask(path: Path, mask_image: Any) -> Path:
 
 def write_probability(path: Path, prob: Any) -> Path:
     """Atomically write a probability map ``p`` in ``[0, 1]``: ``.npy`` as float32,
-    ``.png``/``.tif`` as uint8 ``round(255 · p)``."""
+    ``.png``/``.tif`` as uint8 ``round(255 · p)``. A map holding NaN/inf is refused
+    (:class:`RetsamInputError`), never written."""
     import numpy as np
 
+    from napari_retsam.errors import RetsamInputError
     from napari_retsam.io_utils import atomic_write_bytes
 
     fmt = PROB_FORMATS[path.suffix.lower()]
+    prob = np.asarray(prob)
+    bad = int(np.count_nonzero(~np.isfinite(prob))) if prob.dtype.kind in "fc" else 0
+    if bad:
+        raise RetsamInputError(f"refusing to write {path}: the probability map holds {bad} NaN/inf value(s)")
     data = prob.astype(np.float32) if fmt == "NPY" else np.rint(prob * 255.0).astype(np.uint8)
     return atomic_write_bytes(path, encode_array(data, fmt))

@@ -306,15 +306,22 @@ def _folder_flat_entries(root: Path, annotator: int) -> list[Entry]:
 def folder_entries(root: str | Path, split: str = "test", annotator: int = 1) -> list[Entry]:
     """Generic-folder samples: ``images/``, optional ``masks/`` (annotator 2: ``masks2/``)
     and ``fov/``; ``train/``/``test/`` sub-folders give the splits, a flat folder is
-    one set returned for every split."""
+    one set returned for every split. A folder with both a flat ``images/`` and
+    ``train/images/`` or ``test/images/`` is refused as ambiguous."""
     root = Path(root)
     split = check_split(split)
     annotator = _check_annotator(annotator, (1, 2), "a generic folder")
     if not root.is_dir():
         raise RetsamInputError(f"folder not found: {root}")
-    if (root / "images").is_dir():
-        return _folder_flat_entries(root, annotator)
     has = {s: (root / s / "images").is_dir() for s in ("train", "test")}
+    if (root / "images").is_dir():
+        if any(has.values()):
+            subs = " and ".join(f"{s}/images/" for s in ("train", "test") if has[s])
+            raise RetsamInputError(
+                f"{root} is ambiguous: it holds both a flat images/ folder and {subs}; keep one layout "
+                "(move the flat files into train/ or test/, or point --root at one of them)"
+            )
+        return _folder_flat_entries(root, annotator)
     if not any(has.values()):
         raise RetsamInputError(f"{root} has no images/ folder (nor train/images/, test/images/)")
     wanted = ("train", "test") if split == "all" else (split,)

@@ -59,6 +59,7 @@ __all__ = [
     "PROJECT_FORMAT",
     "CheckpointInfo",
     "cache_root",
+    "check_finite_state",
     "checkpoint_dir",
     "download_checkpoint",
     "file_sha256",
@@ -69,6 +70,8 @@ __all__ = [
     "resolve_checkpoint",
     "save_official_style",
     "save_project_checkpoint",
+    "validate_project_checkpoint",
+    "verify_known_file",
 ]
 
 PROJECT_FORMAT = "napari-retsam/finetuned-v1"
@@ -82,6 +85,7 @@ class CheckpointInfo:
     model_type: str
     url: str
     md5: str
+    size: int = 0  # bytes of the published file
 
     @property
     def filename(self) -> str:
@@ -90,9 +94,12 @@ class CheckpointInfo:
 
 _BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 OFFICIAL_CHECKPOINTS: dict[str, CheckpointInfo] = {
-    "vit_b": CheckpointInfo("vit_b", _BASE_URL + "sam_vit_b_01ec64.pth", "01ec64d29a2fca3f0661936605ae66f8"),
-    "vit_l": CheckpointInfo("vit_l", _BASE_URL + "sam_vit_l_0b3195.pth", "0b3195507c641ddb6910d2bb5adee89c"),
-    "vit_h": CheckpointInfo("vit_h", _BASE_URL + "sam_vit_h_4b8939.pth", "4b8939a88964f0f4ff5f5b2642c598a6"),
+    "vit_b": CheckpointInfo("vit_b", _BASE_URL + "sam_vit_b_01ec64.pth", "01ec64d29a2fca3f0661936605ae66f8",
+                            375_042_383),
+    "vit_l": CheckpointInfo("vit_l", _BASE_URL + "sam_vit_l_0b3195.pth", "0b3195507c641ddb6910d2bb5adee89c",
+                            1_249_524_607),
+    "vit_h": CheckpointInfo("vit_h", _BASE_URL + "sam_vit_h_4b8939.pth", "4b8939a88964f0f4ff5f5b2642c598a6",
+                            2_564_550_879),
 }
 
 
@@ -214,6 +221,7 @@ def download_checkpoint(
             f"downloaded {info.filename} has MD5 {got}, expected {md5}; the partial file was deleted, try again"
         )
     os.replace(part, dest)
+    _remember_verified(dest, f"md5:{got}")
     return dest
 
 
@@ -258,6 +266,123 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     if key not in _SHA_CACHE:
         _SHA_CACHE[key] = sha256_file(path)
     return _SHA_CACHE[key]
+
+
+# ---------------------------------------------------------------- known files: published hashes
+#: Files whose published hash matched, by (resolved path, size, mtime_ns): checked once per file.
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+#: Files whose tensors were all finite, by the same key.
+_FINITE: set[tuple[str, int, int]] = set()
+VERIFIED_FILE = "verified_checkpoints.json"
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def _verified_json() -> Path:
+    return cache_root() / VERIFIED_FILE
+
+
+def _read_verified_json() -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(_verified_json().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def _remember_verified(path: Path, digest: str) -> None:
+    """Record that ``path`` (as it is now) has the published ``digest`` ("md5:…"/"sha256:…"):
+    in memory and, best effort, in ``<cache>/verified_checkpoints.json``."""
+    import json
+
+    from napari_retsam.io_utils import atomic_write_bytes
+
+    try:
+        key = _file_key(path)
+    except OSError:
+        return
+    _VERIFIED[key] = digest
+    files = _read_verified_json()
+    files[key[0]] = {"size": key[1], "mtime_ns": key[2], "digest": digest}
+    try:
+        _verified_json().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(_verified_json(), json.dumps({"version": 1, "files": files}, indent=1).encode())
+    except Exception:  # a read-only or full cache folder: remembered in memory only
+        pass
+
+
+def _known_verified(key: tuple[str, int, int], digest: str) -> bool:
+    if _VERIFIED.get(key) == digest:
+        return True
+    entry = _read_verified_json().get(key[0])
+    if isinstance(entry, dict) and entry.get("size") == key[1] and entry.get("mtime_ns") == key[2] \
+            and entry.get("digest") == digest:
+        _VERIFIED[key] = digest
+        return True
+    return False
+
+
+def verify_known_file(path: str | os.PathLike[str]) -> bool:
+    """Check a file that claims to be a published checkpoint against its published hash.
+
+    An official SAM release is recognised by its file name (``sam_vit_b_01ec64.pth``, …)
+    or its exact size, and its MD5 must be the published one; the LiteMedSAM release
+    (``lite_medsam.pth``) by its size, and its SHA-256 must match
+    (:func:`~napari_retsam.sam.lite_medsam_weights.verify_lite_medsam_file`). A mismatch
+    raises :class:`RetsamInputError`. Each file is hashed once: the result is remembered
+    by (path, size, mtime), in memory and in ``<cache>/verified_checkpoints.json``.
+    Returns True for a verified published file, False for any other file.
+    """
+    from napari_retsam.sam.lite_medsam_weights import LITE_MEDSAM_SHA256, LITE_MEDSAM_SIZE, verify_lite_medsam_file
+
+    path = Path(path)
+    try:
+        key = _file_key(path)
+    except OSError:
+        return False
+    size = key[1]
+    for info in OFFICIAL_CHECKPOINTS.values():
+        by_name = path.name == info.filename
+        if not by_name and not (info.size and size == info.size):
+            continue
+        if by_name and info.size and size != info.size:
+            raise RetsamInputError(
+                f"checkpoint {path} is named like the published {info.filename} but has {size:,} bytes, expected "
+                f"{info.size:,} (truncated or altered); download it again from {info.url}"
+            )
+        digest = f"md5:{info.md5.lower()}"
+        if _known_verified(key, digest):
+            return True
+        got = _md5_file(path)
+        if got != info.md5.lower():
+            raise RetsamInputError(
+                f"checkpoint {path} is not the published {info.filename}: MD5 {got}, expected {info.md5} "
+                f"(altered, bit-flipped or truncated); download it again from {info.url}"
+            )
+        _remember_verified(path, digest)
+        return True
+    if size == LITE_MEDSAM_SIZE:
+        digest = f"sha256:{LITE_MEDSAM_SHA256}"
+        if not _known_verified(key, digest):
+            verify_lite_medsam_file(path)
+            _remember_verified(path, digest)
+        return True
+    return False
+
+
+def check_finite_state(path: Path, state: dict[str, Any], what: str = "checkpoint") -> None:
+    """Refuse a state dict holding NaN/inf weights: one line naming the file and the first bad tensor."""
+    from napari_retsam.checkpoint_fields import first_non_finite
+
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise RetsamInputError(f"{what} {path} holds NaN/inf values in tensor {bad!r}; refusing to use it")
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -333,6 +458,7 @@ def _check_arch(path: Path, state: dict[str, Any], model_type: str, config: Any,
 def _official_state(path: Path, model_type: str | None, config: Any | None) -> tuple[dict[str, Any], str, Any]:
     from napari_retsam.sam.models import MODEL_CONFIGS
 
+    official = verify_known_file(path)
     state = read_checkpoint(path)
     if state.get("format") == PROJECT_FORMAT:
         raise RetsamInputError(f"{path} is a napari-retsam fine-tuned checkpoint, expected an official SAM state dict as base")
@@ -352,6 +478,10 @@ def _official_state(path: Path, model_type: str | None, config: Any | None) -> t
             raise RetsamInputError(f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_CONFIGS)}")
         config = MODEL_CONFIGS[model_type]
     _check_arch(path, state, model_type, config, partial=False)
+    key = _file_key(path)
+    if not official and key not in _FINITE:
+        check_finite_state(path, state)
+        _FINITE.add(key)
     return state, model_type, config
 
 
@@ -427,24 +557,16 @@ def _load_project(
     progress: ProgressFn | None,
     should_stop: StopFn | None,
 ):
-    from napari_retsam.sam.models import MODEL_CONFIGS, SamConfig
-
     state = read_checkpoint(path)
     fmt = state.get("format")
     if fmt != PROJECT_FORMAT:
         if _is_sam_state(state):
             raise RetsamInputError(f"{path} is an official SAM state dict, expected a fine-tuned napari-retsam checkpoint")
         raise RetsamInputError(f"checkpoint {path} has unknown format {fmt!r}; expected {PROJECT_FORMAT!r}")
-    for key in ("model_type", "sam", "fusion"):
-        if key not in state:
-            raise RetsamInputError(f"fine-tuned checkpoint {path} lacks the {key!r} entry ({PROJECT_FORMAT})")
-    ft_type = str(state["model_type"])
+    checked = validate_project_checkpoint(state, path)
+    ft_type, config = checked["model_type"], checked["config"]
     if model_type is not None and model_type != ft_type:
         raise RetsamInputError(f"fine-tuned checkpoint {path} is for {ft_type}, but model type {model_type} was asked for")
-    try:
-        config = SamConfig.from_dict(state["config"]) if state.get("config") else MODEL_CONFIGS[ft_type]
-    except KeyError as exc:
-        raise RetsamInputError(f"fine-tuned checkpoint {path} has unknown model type {ft_type!r} and no config") from exc
     sam_part = dict(state["sam"])
     _check_arch(path, sam_part, ft_type, config, partial=True)
     expected = _shapes_for(config)
@@ -480,13 +602,92 @@ def _load_project(
         full = dict(full)
         full.update(sam_part)
         used_base = str(base_path)
-    num_classes = int(state.get("num_classes", 1))
+    num_classes = checked["num_classes"]
     model = _assemble(full, ft_type, config, num_classes=num_classes, fusion_state=state["fusion"],
                       fusion_config=state.get("fusion_config"), path=path)
     model.checkpoint_sha256 = file_sha256(path)
     model.encoder_sha256 = encoder_sha
     model.source = {"checkpoint": used_base, "finetuned": str(path)}
     return model
+
+
+#: Bounds of the integer SamConfig fields a project checkpoint may carry.
+_CONFIG_INT_LIMITS = {"encoder_depth": (1, 256), "decoder_depth": (1, 64), "window_size": (0, 8192),
+                      "fusion_hidden": (0, 8192), "num_multimask_outputs": (1, 16)}
+
+
+def _checked_sam_config(fields_: Any, raw: dict[str, Any]) -> Any:
+    """A :class:`SamConfig` from the checkpoint's ``config`` dict, every value type- and range-checked."""
+    import dataclasses
+
+    from napari_retsam.sam.models import SamConfig
+
+    cfg = fields_.sub("config")
+    known = {f.name: f for f in dataclasses.fields(SamConfig) if f.name != "extra"}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        fields_.fail("config", f"has unknown keys {unknown}")
+    values: dict[str, Any] = {}
+    for name, spec in known.items():
+        required = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+        kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))
+        if kind == "int":
+            lo, hi = _CONFIG_INT_LIMITS.get(name, (1, 65536))
+            value = cfg.integer(name, lo=lo, hi=hi, optional=not required, default=spec.default)
+        elif kind == "str":
+            choices = {"encoder": ("vit", "tiny_vit"), "normalize": ("imagenet", "minmax")}.get(name)
+            value = cfg.text(name, choices=choices, optional=not required, default=spec.default)
+        else:  # encoder_global_attn_indexes: block indices
+            value = cfg.sequence(name, of=int, optional=not required, default=spec.default)
+            value = tuple(int(v) for v in value)
+            if any(v < 0 or v > 1024 for v in value):
+                cfg.fail(name, f"must hold block indices >= 0, got {list(value)}")
+        values[name] = value
+    config = SamConfig(**values)
+    try:
+        _shapes_for(config)
+    except Exception as exc:  # noqa: BLE001 - any construction failure means the config is unusable
+        fields_.fail("config", f"describes no buildable SAM architecture ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:120] if str(exc) else ''})")
+    return config
+
+
+def validate_project_checkpoint(state: dict[str, Any], path: Any) -> dict[str, Any]:
+    """Check every field of a project checkpoint dict (format in the module docstring).
+
+    Raises one :class:`RetsamInputError` line naming the file and the field; returns
+    ``{"model_type", "config" (SamConfig), "num_classes"}``. The ``"training"`` entry of a
+    fine-tuning checkpoint is checked by the training loop when it resumes.
+    """
+    from napari_retsam.checkpoint_fields import CheckpointFields
+    from napari_retsam.sam.models import MODEL_CONFIGS
+
+    f = CheckpointFields(state, path, "fine-tuned checkpoint")
+    f.text("format", choices=(PROJECT_FORMAT,))
+    model_type = f.text("model_type")
+    raw_config = f.mapping("config", optional=True, allow_none=True)
+    if raw_config:
+        config = _checked_sam_config(f, raw_config)
+    elif model_type in MODEL_CONFIGS:
+        config = MODEL_CONFIGS[model_type]
+    else:
+        f.fail("model_type", f"is {model_type!r}, not one of {', '.join(MODEL_CONFIGS)}, and there is no 'config'")
+    num_classes = f.integer("num_classes", lo=1, hi=config.num_multimask_outputs + 1, optional=True, default=1)
+    f.tensors("sam", allow_empty=False)
+    f.tensors("fusion")
+    fusion_config = f.mapping("fusion_config", optional=True, allow_none=True)
+    if fusion_config is not None:
+        fc = f.sub("fusion_config")
+        channels = fc.integer("channels", lo=1, hi=65536)
+        if channels != config.prompt_embed_dim:
+            fc.fail("channels", f"is {channels}, but the model's embeddings have {config.prompt_embed_dim} channels")
+        fc.integer("hidden", lo=0, hi=65536, optional=True, allow_none=True)
+        fc.integer("pixel_channels", lo=0, hi=4096, optional=True, allow_none=True)
+    f.text("base_checkpoint_sha256", sha256=True, optional=True, allow_none=True)
+    f.text("base_checkpoint_path", optional=True, allow_none=True)
+    f.text("package_version", optional=True, allow_none=True)
+    f.mapping("meta", optional=True, allow_none=True)
+    return {"model_type": model_type, "config": config, "num_classes": num_classes}
 
 
 def _assemble(

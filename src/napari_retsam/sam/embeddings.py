@@ -10,11 +10,18 @@ An embedding is identified by its *signature*, a dict of plain values::
      "precision": "fp32" or the reduced precision of the encoder pass (e.g. "bfloat16"),
      "package_version": napari_retsam.__version__}
 
+The signature also holds ``"shape": [C, h, w]`` and ``"dtype": "float32"``, what the
+encoder gives for this model.
+
 The key is the SHA-256 of the signature's canonical JSON. On disk an entry is
-``<dir>/<key>.pt`` holding ``{"signature": ..., "embedding": tensor}`` (written
-atomically, read with ``weights_only=True``). An entry whose stored signature
-differs from the requested one, or that cannot be read, or whose tensor is not
-C×h×w float, is ignored and recomputed (and overwritten), never used.
+``<dir>/<key>.pt`` holding ``{"signature": ..., "embedding": tensor, "sha256": ...}``
+(written atomically, read with ``weights_only=True``), where ``sha256`` is the
+content checksum of the tensor (:func:`tensor_sha256`: its shape, dtype and bytes).
+An entry that cannot be read, whose stored signature differs from the requested
+one, whose tensor is not of the signature's shape and dtype, holds NaN/inf, or
+whose checksum does not match its tensor (a perturbed or bit-flipped file) is
+dropped with one warning (:class:`EmbeddingCacheWarning`), recomputed and
+overwritten: never used, so the cache does not stay poisoned.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +42,12 @@ from napari_retsam import __version__
 from napari_retsam.io_utils import atomic_save_torch
 from napari_retsam.sam.preprocess import preprocess_version
 
-__all__ = ["EmbeddingCache", "embedding_signature", "image_sha256", "signature_key"]
+__all__ = ["EmbeddingCache", "EmbeddingCacheWarning", "embedding_signature", "image_sha256", "signature_key",
+           "tensor_sha256"]
+
+
+class EmbeddingCacheWarning(RuntimeWarning):
+    """A disk cache entry was bad (unreadable, mismatched, corrupt) and was recomputed."""
 
 
 def image_sha256(image_uint8: np.ndarray) -> str:
@@ -46,9 +59,28 @@ def image_sha256(image_uint8: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """SHA-256 over the shape, dtype and bytes of a (CPU) tensor: the content checksum of a cache entry."""
+    value = tensor.detach().cpu().contiguous()
+    digest = hashlib.sha256()
+    digest.update(repr((tuple(value.shape), str(value.dtype))).encode())
+    digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
+def _embedding_shape(model: Any) -> list[int]:
+    config = getattr(model, "config", None)
+    if config is None:
+        return []
+    side = int(config.embedding_size)
+    return [int(config.prompt_embed_dim), side, side]
+
+
 def embedding_signature(model: Any, image_hash: str, tile: tuple[int, int, int, int]) -> dict[str, Any]:
     """The signature of the embedding of window ``tile`` (y0, x0, y1, x1) of an image."""
     return {
+        "shape": _embedding_shape(model),
+        "dtype": "float32",
         "image_sha256": image_hash,
         "encoder_sha256": str(model.encoder_sha256),
         "model_type": str(model.model_type),
@@ -112,25 +144,48 @@ class EmbeddingCache:
     def _disk_path(self, key: str) -> Path | None:
         return None if self.disk_dir is None else self.disk_dir / f"{key}.pt"
 
+    def _reject(self, path: Path, reason: str) -> None:
+        """Drop a bad disk entry (it is recomputed and overwritten) with one warning."""
+        self.rejected += 1
+        try:
+            path.unlink()
+        except OSError:
+            pass  # a read-only folder: the entry is still never used
+        warnings.warn(f"embedding cache entry {path} was {reason}; it was dropped and is recomputed",
+                      EmbeddingCacheWarning, stacklevel=4)
+
     def _read_disk(self, key: str, signature: dict[str, Any]) -> torch.Tensor | None:
         path = self._disk_path(key)
         if path is None or not path.is_file():
             return None
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # any unreadable file is just a cache miss
-            self.rejected += 1
+        except Exception as exc:  # any unreadable file is a cache miss
+            self._reject(path, f"unreadable ({type(exc).__name__})")
             return None
-        if (
-            not isinstance(entry, dict)
-            or entry.get("signature") != signature
-            or not isinstance(entry.get("embedding"), torch.Tensor)
-            or entry["embedding"].ndim != 3
-            or not entry["embedding"].is_floating_point()
-        ):
-            self.rejected += 1
+        if not isinstance(entry, dict) or not isinstance(entry.get("embedding"), torch.Tensor):
+            self._reject(path, "not an embedding cache entry")
             return None
-        return entry["embedding"]
+        if entry.get("signature") != signature:
+            self._reject(path, "made for another image, model or version (its signature differs)")
+            return None
+        value = entry["embedding"]
+        want_shape = tuple(signature.get("shape") or ())
+        want_dtype = getattr(torch, str(signature.get("dtype", "float32")), torch.float32)
+        if value.ndim != 3 or (want_shape and tuple(value.shape) != want_shape):
+            self._reject(path, f"of shape {tuple(value.shape)}, expected {want_shape or 'C×h×w'}")
+            return None
+        if value.dtype != want_dtype:
+            self._reject(path, f"of dtype {str(value.dtype).replace('torch.', '')}, expected "
+                               f"{str(want_dtype).replace('torch.', '')}")
+            return None
+        if entry.get("sha256") != tensor_sha256(value):
+            self._reject(path, "corrupt (its content checksum does not match)")
+            return None
+        if not bool(torch.isfinite(value).all()):
+            self._reject(path, "holding NaN/inf values")
+            return None
+        return value
 
     def _write_disk(self, key: str, signature: dict[str, Any], value: torch.Tensor) -> None:
         path = self._disk_path(key)
@@ -138,7 +193,8 @@ class EmbeddingCache:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save_torch({"signature": signature, "embedding": value.detach().cpu()}, path)
+            value = value.detach().cpu().contiguous()
+            atomic_save_torch({"signature": signature, "embedding": value, "sha256": tensor_sha256(value)}, path)
         except Exception:  # a full or read-only disk must not break segmentation
             pass
 

@@ -53,17 +53,47 @@ class DataOptions:
     pairs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
+def _check_disjoint_splits(options: DataOptions) -> None:
+    """Refuse a ``val_split`` that shares images (same id or same image file) with the
+    training images (``split``, its first ``limit`` images when limited)."""
+    from napari_retsam.data import open_dataset
+
+    if options.limit < 0:
+        raise RetsamInputError(f"limit must be >= 0, got {options.limit}")
+    train = open_dataset(options.dataset, options.root, split=options.split, annotator=options.annotator)
+    val = open_dataset(options.dataset, options.root, split=options.val_split, annotator=options.annotator)
+    n = len(train) if options.limit == 0 else min(options.limit, len(train))
+    train_entries = list(train.entries)[:n]
+
+    def file_id(path: Any) -> str:
+        return str(Path(path).resolve())
+
+    train_ids = {e.id for e in train_entries}
+    train_files = {file_id(e.image) for e in train_entries}
+    shared = [e.id for e in val.entries if e.id in train_ids or file_id(e.image) in train_files]
+    if shared:
+        shown = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
+        raise RetsamInputError(
+            f"validation split {options.val_split!r} shares {len(shared)} of its {len(val.entries)} images with the "
+            f"training split {options.split!r} ({shown}): validation must use held-out images; choose disjoint "
+            "splits (e.g. --split train --val-split test) or leave --val-split out to hold out --val-fraction"
+        )
+
+
 def collect_items(options: DataOptions, config: FinetuneConfig) -> tuple[list[TrainItem], list[TrainItem]]:
-    """Training and validation items for ``options`` (see :class:`DataOptions`)."""
+    """Training and validation items for ``options`` (see :class:`DataOptions`).
+
+    With ``val_split``, the validation images must be disjoint from the training
+    images (no shared id or image file): checked before any image is read."""
     real: list[TrainItem] = []
     val_items: list[TrainItem] | None = None
     if options.dataset:
         if not options.root:
             raise RetsamInputError("--dataset needs --root (the dataset folder)")
+        if options.val_split:
+            _check_disjoint_splits(options)  # file names only, before any image is decoded
         real += items_from_dataset(options.dataset, options.root, options.split, options.limit, options.annotator)
         if options.val_split:
-            if options.val_split == options.split and options.split != "all":
-                raise RetsamInputError(f"validation split {options.val_split!r} is the training split")
             val_items = items_from_dataset(options.dataset, options.root, options.val_split, 0, options.annotator)
     elif options.root:
         raise RetsamInputError("--root given without --dataset (drive, stare, chase or folder)")
