@@ -239,6 +239,7 @@ def resolve_checkpoint(
         path = Path(checkpoint).expanduser()
         if not path.is_file():
             raise RetsamInputError(f"checkpoint file {path} does not exist")
+        verify_known_file(path)  # a published file must have its published hash (once per file)
         return path
     if model_type == "lite_medsam":
         from napari_retsam.sam.lite_medsam_weights import lite_medsam_weights
