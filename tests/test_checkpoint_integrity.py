@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -273,8 +275,8 @@ def test_poisoned_cache_in_a_finetune_run_warns_once_and_heals(tiny_sam_checkpoi
     assert main([*argv, "--overwrite"]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("retsam: warning:")]
     assert len(warned) == 1 and "embedding cache entry" in warned[0] and "recomputed" in warned[0], warned
-    assert torch.load(entries[0], weights_only=True)["sha256"] == torch.load(
-        __import__("io").BytesIO(good), weights_only=True)["sha256"]
+    assert torch.load(entries[0], weights_only=True)["sha256"] == torch.load(io.BytesIO(good),
+                                                                              weights_only=True)["sha256"]
 
 
 # ---------------------------------------------------------------------- published hashes (3.7)
@@ -316,10 +318,7 @@ def test_published_file_is_hashed_once_and_remembered(fake_official, monkeypatch
     monkeypatch.setattr(checkpoints, "_VERIFIED", {})  # a new process: the JSON remembers
     checkpoints.load_sam(path, device="cpu")
     assert calls == [path]
-    path.touch()  # a changed mtime: hashed again
-    import os
-
-    st = path.stat()
+    st = path.stat()  # a changed mtime: hashed again
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     checkpoints.load_sam(path, device="cpu")
     assert calls == [path, path]
