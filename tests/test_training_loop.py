@@ -56,7 +56,7 @@ def test_peft_trains_decoder_only_and_writes_loadable_checkpoints(items, tiny_sa
     decoder_before = _trainable(model)
     calls = []
     original_embed = model.embed
-    model.embed = lambda batch: (calls.append(batch.shape[0]), original_embed(batch))[1]  # type: ignore[method-assign]
+    model.embed = lambda batch, **kw: (calls.append(batch.shape[0]), original_embed(batch, **kw))[1]  # type: ignore[method-assign]
     events: list[dict] = []
     result = train(model, items[:4], items[4:], _config(), tmp_path / "run", on_event=events.append)
     assert result.status == "finished" and result.step == 4  # 4 items / batch 2 = 2 steps × 2 epochs
@@ -248,7 +248,7 @@ def test_cached_embeddings_train_exactly_like_encoder_every_step(items, tiny_sam
     uncached = _model(tiny_sam_checkpoint)
     calls = []
     original_embed = uncached.embed
-    uncached.embed = lambda batch: (calls.append(batch.shape[0]), original_embed(batch))[1]  # type: ignore[method-assign]
+    uncached.embed = lambda batch, **kw: (calls.append(batch.shape[0]), original_embed(batch, **kw))[1]  # type: ignore[method-assign]
     result = train(uncached, items[:3], [], _config(epochs=2, cache_embeddings=False), tmp_path / "u")
     assert result.step == 4 and sum(calls) == 2 * 3  # every tile of every step: 3 tiles per epoch, 2 epochs
     a, b = _trainable(cached), _trainable(uncached)
@@ -265,7 +265,7 @@ def test_disk_cache_is_reused_by_the_next_run(items, tiny_sam_checkpoint, tmp_pa
     second = _model(tiny_sam_checkpoint)
     calls = []
     original_embed = second.embed
-    second.embed = lambda batch: (calls.append(batch.shape[0]), original_embed(batch))[1]  # type: ignore[method-assign]
+    second.embed = lambda batch, **kw: (calls.append(batch.shape[0]), original_embed(batch, **kw))[1]  # type: ignore[method-assign]
     train(second, items[:2], items[2:3], _config(epochs=1, cache_dir=str(cache)), tmp_path / "2")
     assert calls == []  # every embedding came from the signed disk cache
     assert sorted(p.name for p in cache.glob("*.pt")) == entries
