@@ -436,6 +436,9 @@ def train(
     if not params:
         raise RetsamInputError("the model has no trainable parameters")
 
+    # a resume file is read and checked before any embedding is computed (minutes on a CPU)
+    state = _load_resume(Path(resume)) if resume is not None else None
+
     def tell(done: int, total: int, message: str) -> None:
         if progress is not None:
             progress(done, total, message)
@@ -504,7 +507,6 @@ def train(
     signature = data_signature(train_items + val_items)
     if resume is not None:
         resume = Path(resume)
-        state = _load_resume(resume)
         _check_resume_fits(state, model, config, resume, total_steps=total_steps, micro_per_epoch=micro_per_epoch)
         _apply_weights(model, state)
         tr = state[TRAINING_KEY]
