@@ -7,48 +7,12 @@ import time
 import numpy as np
 import pytest
 
+from segment_widget_setup import expected as _expected
+from segment_widget_setup import fundus, setup  # noqa: F401 (fixtures)
+from segment_widget_setup import rect as _rect
+from segment_widget_setup import wait_idle as _wait
+
 pytestmark = pytest.mark.napari
-
-
-@pytest.fixture(scope="module")
-def fundus():
-    from napari_retsam.data.synthetic import synthetic_fundus
-
-    return synthetic_fundus(seed=11, size=96).image
-
-
-@pytest.fixture
-def setup(make_napari_viewer, tiny_sam_checkpoint, monkeypatch):
-    from napari_retsam.widgets import _common, segment_widget
-    from napari_retsam.widgets.segment_widget import SegmentWidget
-
-    messages: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
-    monkeypatch.setattr(_common, "show_error", messages["error"].append)
-    monkeypatch.setattr(segment_widget, "show_warning", messages["warning"].append)
-    monkeypatch.setattr(segment_widget, "show_info", messages["info"].append)
-    viewer = make_napari_viewer()
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.model_combo.addItem("tiny")  # the test-only random model
-    widget.model_combo.setCurrentText("tiny")
-    widget.checkpoint_edit.setText(str(tiny_sam_checkpoint))
-    widget.device_combo.setCurrentText("cpu")
-    widget.tile_spin.setValue(0)
-    return widget, viewer, messages
-
-
-def _wait(qtbot, widget) -> None:
-    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
-
-
-def _rect(y0, x0, y1, x1):
-    return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
-
-
-def _expected(checkpoint, image, boxes, tile=None, overlap=0):
-    from napari_retsam.sam import Segmenter, load_sam
-
-    return Segmenter(load_sam(checkpoint, device="cpu")).segment(image, boxes, tile=tile, overlap=overlap)
 
 
 def test_segment_boxes_then_rerun_in_place(setup, fundus, qtbot, tiny_sam_checkpoint):
