@@ -140,6 +140,7 @@ def drive_finetune(ctx: Context, w: Any) -> list[str]:
     w.epochs_spin.setValue(2)
     w.batch_spin.setValue(1)
     w.views_spin.setValue(1)
+    w.tile_spin.setValue(0)  # whole image: one unit per pair (the recipe's default tiles the sample into 9)
     w.torch_threads = 1
     w.train_button.click()
     ctx.qtbot.waitUntil(lambda: w.last_result is not None and w.train_button.isEnabled(), timeout=WAIT_MS)

@@ -20,7 +20,7 @@ def test_two_process_ddp_equals_single_process(tmp_path: Path, tiny_sam_checkpoi
 
     data = write_synthetic_folder(tmp_path / "data", 5, seed=1, size=64)
     common = ["--dataset", "folder", "--root", str(data), "--split", "all", "--checkpoint", str(tiny_sam_checkpoint),
-              "--epochs", "3", "--batch-size", "4", "--lr", "1e-3", "--warmup-steps", "1", "--device", "cpu",
+              "--epochs", "3", "--batch-size", "4", "--lr", "1e-3", "--warmup-steps", "1", "--device", "cpu", "--views", "4",
               "--no-amp"]  # exact fp32 arithmetic: bf16 autocast rounds differently in different batch splits
     torchrun = shutil.which("torchrun")
     launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]

@@ -108,7 +108,6 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None)
     from napari_retsam.io_utils import ensure_writable_dir
     from napari_retsam.metrics import evaluate_set
 
-    out = ensure_writable_dir(options.out)
     samples = list(open_dataset(options.dataset, options.root, options.split, options.annotator))
     if options.limit:
         samples = samples[: options.limit]
@@ -153,6 +152,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None)
         except RetsamInputError as exc:  # a file the user named must load
             raise RetsamInputError(f"{flag} {path}: {exc}") from exc
 
+    out = ensure_writable_dir(options.out)  # after every named file loaded: a refused run leaves nothing
     run_row(ROW_FRANGI, lambda s: frangi_probability(s.image, s.fov))
 
     tile = options.tile or None
