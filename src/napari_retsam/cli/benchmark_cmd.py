@@ -74,7 +74,6 @@ def _check_before_rows(args: argparse.Namespace) -> None:
     """Every SAM option and the output files, before the (slow) Frangi row runs."""
     from napari_retsam.cli._args import check_range
     from napari_retsam.cli._files import check_not_input
-    from napari_retsam.errors import RetsamInputError
 
     from napari_retsam.options import check_tile
 

@@ -18,7 +18,6 @@ because one image of a probability set is saturated.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
