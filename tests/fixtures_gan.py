@@ -39,7 +39,7 @@ def tiny_config(**changes: Any) -> Any:
     """A GanConfig small enough for a few CPU iterations per second."""
     from napari_retsam.gan.config import GanConfig
 
-    base = dict(size=32, z_dim=8, g_channels=4, g_max_channels=16, d_channels=4, d_max_channels=16,
+    base = dict(size=32, mode="paired", unit="image", amp=False, z_dim=8, g_channels=4, g_max_channels=16, d_channels=4, d_max_channels=16,
                 d_layers=2, scales=2, iterations=3, batch_size=2, seed=0, sample_every=2, checkpoint_every=2)
     base.update(changes)
     return GanConfig(**base)

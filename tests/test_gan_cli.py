@@ -12,7 +12,7 @@ import torch
 
 from napari_retsam.cli.main import main
 
-TINY = ["--size", "32", "--iterations", "2", "--batch-size", "2", "--scales", "2", "--g-channels", "4",
+TINY = ["--mode", "paired", "--unit", "image", "--no-amp", "--size", "32", "--iterations", "2", "--batch-size", "2", "--scales", "2", "--g-channels", "4",
         "--d-channels", "4", "--sample-every", "1", "--checkpoint-every", "1"]
 
 
@@ -32,7 +32,7 @@ def test_train_sample_report_end_to_end(gan_folder: Path, tmp_path: Path, capsys
 
     # resume to 3 iterations
     assert main(["gan", "train", "--dataset", "folder", "--root", str(gan_folder), "--split", "all",
-                 "--out", str(out), *TINY[:2], "--iterations", "3", *TINY[4:], "--resume", str(out / "last.pt")]) == 0
+                 "--out", str(out), *TINY[:7], "--iterations", "3", *TINY[9:], "--resume", str(out / "last.pt")]) == 0
     assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 3
 
     args = ["gan", "sample", "--checkpoint", str(out / "generator_last.pt"), "--n", "3", "--seed", "4"]
@@ -70,7 +70,7 @@ def test_train_sample_report_end_to_end(gan_folder: Path, tmp_path: Path, capsys
         (["gan", "train", "--dataset", "folder", "--root", "FOLDER", "--split", "all", "--out", "OUT",
           "--iterations", "0"], "--iterations must be >= 1"),
         (["gan", "train", "--dataset", "folder", "--root", "IMGFOLDER", "--split", "all", "--out", "OUT",
-          "--mode", "conditional", *TINY[:2]], "no vessel masks"),
+          "--size", "32"], "no vessel masks"),
         (["gan", "train", "--dataset", "folder", "--root", "FOLDER", "--split", "all", "--out", "OUT",
           "--resume", "CKPT", *TINY], "not a full GAN training state"),
         (["gan", "report", "--checkpoint", "CKPT", "--dataset", "folder", "--root", "IMGFOLDER", "--split", "all"],

@@ -108,5 +108,18 @@ def test_config_validation() -> None:
     with pytest.raises(RetsamInputError, match="iterations"):
         GanConfig(iterations=0)
     cfg = GanConfig()
-    assert (cfg.lr, cfg.beta1, cfg.iterations, cfg.beta, cfg.scales, cfg.size) == (2e-4, 0.5, 14_000, 10.0, 3, 512)
+    # The method's objective and optimiser stay; the default is the measured CPU choice:
+    # mask-conditioned synthesis on 256-px native-resolution patches.
+    assert (cfg.lr, cfg.beta1, cfg.beta, cfg.scales) == (2e-4, 0.5, 10.0, 3)
+    assert (cfg.mode, cfg.unit, cfg.size) == ("conditional", "patch", 256)
+    with pytest.raises(RetsamInputError, match="training unit"):
+        GanConfig(unit="tile")
+    with pytest.raises(RetsamInputError, match="conditional"):
+        GanConfig(mode="paired", unit="patch")
+    with pytest.raises(RetsamInputError, match="amp"):
+        GanConfig(amp="yes")
+    # A config dict written before the unit existed trained on whole images.
+    old = GanConfig(mode="paired", unit="image").to_dict()
+    del old["unit"]
+    assert GanConfig.from_dict(old).unit == "image"
     assert GanConfig.from_dict(cfg.to_dict()) == cfg

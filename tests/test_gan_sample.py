@@ -31,7 +31,8 @@ def test_generate_is_deterministic_and_seed_dependent(gan_checkpoint) -> None:
     longer = generate(gan_checkpoint, CHUNK + 2, seed=7)
     assert np.array_equal(longer.images[:3], a.images)
     # black outside the FOV template, masks inside it
-    assert (a.images[:, ~a.fov] == 0).all() and not (a.masks & ~a.fov).any()
+    assert a.fov.shape == (3, 32, 32)
+    assert (a.images[~a.fov] == 0).all() and not (a.masks & ~a.fov).any()
 
 
 def test_export_writes_identical_files_and_a_full_manifest(gan_checkpoint, tmp_path: Path) -> None:

@@ -3,14 +3,20 @@
 ::
 
     retsam gan train --dataset NAME --root DIR [--split train] --out DIR
-                     [--size 512] [--iterations 14000] [--batch-size 1] [--beta 10]
-                     [--scales 3] [--mode paired|conditional] [--device cpu]
+                     [--mode conditional|paired] [--unit patch|image] [--size 256]
+                     [--iterations 6000] [--batch-size 1] [--beta 10]
+                     [--scales 3] [--no-amp] [--device cpu]
                      [--resume DIR/last.pt | --overwrite] [--seed 0] [--sample-every 500]
                      [--checkpoint-every 500]
     retsam gan sample --checkpoint F --n N --seed S --out DIR [--overwrite]
                       [--mask-dir DIR | --mask-dataset NAME --mask-root DIR [--mask-split S]] [--warp]
     retsam gan report --checkpoint F --dataset NAME --root DIR [--split train]
                       [--n N] [--seed 0] [--json] [--figure report.png]
+
+The defaults (:class:`napari_retsam.gan.config.GanConfig`) train the
+mask-conditioned generator on 256-px patches at native resolution; the
+method's whole-image setting is ``--unit image --size 512 --iterations 14000
+--g-channels 32 --d-channels 64`` (a GPU job).
 
 ``train`` writes ``last.pt`` (full, resumable state), ``generator_last.pt``,
 ``losses.jsonl``, ``config.json`` and ``samples/iter_NNNNNN.png`` into ``--out``;
@@ -37,6 +43,10 @@ import sys
 from typing import Any
 
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.gan.config import GanConfig
+
+#: The defaults every option shows (one source: the config dataclass).
+_D = GanConfig()
 
 __all__ = ["register", "run", "parse_int", "parse_float", "check_device"]
 
@@ -90,7 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "train", help="train a generator", formatter_class=fmt,
         description="Train the fundus/vessel GAN (Adam 2e-4, beta1 0.5; LSGAN + beta x feature matching).",
         epilog="examples:\n"
-        "  retsam gan train --dataset drive --root data/DRIVE --out runs/gan --size 256 --iterations 2000\n"
+        "  retsam gan train --dataset drive --root data/DRIVE --out runs/gan\n"
+        "  retsam gan train --dataset drive --root data/DRIVE --out runs/gan512 --unit image --size 512 "
+        "--iterations 14000 --g-channels 32 --d-channels 64 --device cuda\n"
         "  retsam gan train --dataset drive --root data/DRIVE --out runs/gan --resume runs/gan/last.pt\n"
         "  torchrun --nproc_per_node 2 -m napari_retsam.cli.main gan train --dataset drive --root data/DRIVE "
         "--out runs/gan --device cuda",
@@ -100,23 +112,33 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     train.add_argument("--split", default="train", help="train, test or all (default: train)")
     train.add_argument("--annotator", default="1", help="vessel annotator, 1 or 2 (default: 1)")
     train.add_argument("--out", required=True, help="output folder for checkpoints, samples and logs")
-    train.add_argument("--size", default="512", help="image side in px, a power of two (default: 512)")
-    train.add_argument("--iterations", default="14000", help="generator updates (default: 14000)")
-    train.add_argument("--batch-size", default="1", help="pairs per iteration and process (default: 1)")
-    train.add_argument("--beta", default="10", help="feature-matching weight (default: 10)")
-    train.add_argument("--scales", default="3", help="number of discriminators K (default: 3)")
-    train.add_argument("--mode", default="paired", help="paired (noise -> image + mask) or conditional "
-                       "(mask + noise -> image) (default: paired)")
-    train.add_argument("--lr", default="0.0002", help="Adam learning rate (default: 0.0002)")
-    train.add_argument("--g-channels", default="32", help="generator channels at full resolution (default: 32)")
-    train.add_argument("--d-channels", default="64", help="first discriminator layer channels (default: 64)")
+    train.add_argument("--mode", default=_D.mode, help="conditional (vessel mask + FOV + noise -> image: pairs "
+                       "right by construction) or paired (noise -> image + mask) (default: %(default)s)")
+    train.add_argument("--unit", default=_D.unit, help="patch (--size px crops at native resolution, the "
+                       "segmentation tile) or image (whole images fitted to --size) (default: %(default)s)")
+    train.add_argument("--size", default=str(_D.size), help="patch or image side in px, a power of two "
+                       "(default: %(default)s)")
+    train.add_argument("--iterations", default=str(_D.iterations), help="generator updates (default: %(default)s)")
+    train.add_argument("--batch-size", default=str(_D.batch_size),
+                       help="pairs per iteration and process (default: %(default)s)")
+    train.add_argument("--beta", default=f"{_D.beta:g}", help="feature-matching weight (default: %(default)s)")
+    train.add_argument("--scales", default=str(_D.scales), help="number of discriminators K (default: %(default)s)")
+    train.add_argument("--lr", default=f"{_D.lr:g}", help="Adam learning rate (default: %(default)s)")
+    train.add_argument("--g-channels", default=str(_D.g_channels),
+                       help="generator channels at full resolution (default: %(default)s)")
+    train.add_argument("--d-channels", default=str(_D.d_channels),
+                       help="first discriminator layer channels (default: %(default)s)")
+    train.add_argument("--no-amp", action="store_true", help="train in float32 (default: bf16 autocast where the "
+                       "CPU or GPU runs bf16 natively)")
     train.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
     train.add_argument("--resume", default=None, help="continue from a last.pt of an earlier run")
     train.add_argument("--overwrite", action="store_true",
                        help="replace an earlier run in --out (default: refuse; use --resume to continue it)")
     train.add_argument("--seed", default="0", help="random seed (default: 0)")
-    train.add_argument("--sample-every", default="500", help="write a sample grid every N iterations (0: never)")
-    train.add_argument("--checkpoint-every", default="500", help="write checkpoints every N iterations")
+    train.add_argument("--sample-every", default=str(_D.sample_every),
+                       help="write a sample grid every N iterations (0: never; default: %(default)s)")
+    train.add_argument("--checkpoint-every", default=str(_D.checkpoint_every),
+                       help="write checkpoints every N iterations (default: %(default)s)")
     train.set_defaults(func=run, gan_run=_run_train)
 
     sample = actions.add_parser(
@@ -134,10 +156,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     sample.add_argument("--seed", default="0", help="random seed (default: 0)")
     sample.add_argument("--out", required=True, help="export folder (must be empty unless --overwrite)")
     sample.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
-    sample.add_argument("--mask-dir", default=None, help="conditional generators: folder of vessel masks "
-                        "at the generator's size, used in name order")
+    sample.add_argument("--mask-dir", default=None, help="conditional generators: folder of vessel masks, used "
+                        "in name order (whole-image generators: at the generator's size; patch generators: "
+                        "patches are cut from larger masks)")
     sample.add_argument("--mask-dataset", default=None, help="conditional generators: take the vessel "
-                        "annotations of this dataset (drive, stare, chase, folder), cropped to the FOV and resized")
+                        "annotations of this dataset (drive, stare, chase, folder): patches at native "
+                        "resolution for a patch generator, whole masks fitted to the FOV otherwise")
     sample.add_argument("--mask-root", default=None, help="the folder of --mask-dataset")
     sample.add_argument("--mask-split", default="train", help="split of --mask-dataset (default: train)")
     sample.add_argument("--warp", action="store_true", help="conditional generators: give every mask a random "
@@ -157,7 +181,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     report.add_argument("--root", required=True, help="the dataset's folder")
     report.add_argument("--split", default="train", help="train, test or all (default: train)")
     report.add_argument("--annotator", default="1", help="vessel annotator, 1 or 2 (default: 1)")
-    report.add_argument("--n", default=None, help="generated samples (default: as many as real images)")
+    report.add_argument("--n", default=None, help="generated samples (default: as many as the real set: the images, or 4 patches per image)")
     report.add_argument("--seed", default="0", help="sampling seed (default: 0)")
     report.add_argument("--json", action="store_true", help="print one JSON object")
     report.add_argument("--figure", default=None, help="also save the report figure as this PNG")
@@ -171,15 +195,13 @@ def run(args: argparse.Namespace) -> int:
     return int(args.gan_run(args))
 
 
-def _open_pairs(args: argparse.Namespace, size: int, require_masks: bool = False) -> tuple[Any, dict[str, Any]]:
+def _open_dataset(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from napari_retsam.data import open_dataset
-    from napari_retsam.gan.data import prepare_pairs
 
     annotator = parse_int(args.annotator, "--annotator")
     dataset = open_dataset(args.dataset, args.root, split=args.split, annotator=annotator)
-    pairs = prepare_pairs(dataset, size, require_masks=require_masks)
-    info = {"name": dataset.name, "split": dataset.split, "annotator": annotator, "n_images": len(pairs)}
-    return pairs, info
+    info = {"name": dataset.name, "split": dataset.split, "annotator": annotator, "n_images": len(dataset)}
+    return dataset, info
 
 
 def _own_run_folder(args: argparse.Namespace) -> Any:
@@ -216,6 +238,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from napari_retsam.cli._args import MAX_GAN_SIZE, check_range
 
     config = GanConfig(
+        unit=args.unit,
+        amp=not args.no_amp,
         size=check_range(parse_int(args.size, "--size", 16), "--size", 16, MAX_GAN_SIZE,
                          "larger GANs do not fit in memory"),
         mode=args.mode,
@@ -232,7 +256,10 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     device = check_device(args.device)
     with _own_run_folder(args):
-        pairs, info = _open_pairs(args, config.size, require_masks=config.mode == "conditional")
+        from napari_retsam.gan.data import training_pairs
+
+        dataset, info = _open_dataset(args)
+        pairs = training_pairs(dataset, config)
         if pairs.masks is None and os.environ.get("RANK", "0") == "0":
             print("retsam: warning: this dataset has no vessel masks; training images only "
                   "(the generator's masks stay untrained and export will refuse)", file=sys.stderr)
@@ -302,8 +329,11 @@ def _run_report(args: argparse.Namespace) -> int:
                                                                                               "--annotator"))
         check_not_input([("--checkpoint", args.checkpoint), *dataset_files(dataset)],
                         files=[("--figure", args.figure)])
+    from napari_retsam.gan.report import real_reference
+
     ckpt = load_generator(args.checkpoint)
-    real, _ = _open_pairs(args, ckpt.size, require_masks=True)
+    dataset, _ = _open_dataset(args)
+    real = real_reference(dataset, ckpt, seed=seed)
     report = quality_report(ckpt, real, n=n, seed=seed, device=device)
     if args.figure:
         import io

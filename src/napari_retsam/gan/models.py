@@ -12,9 +12,11 @@ log2(size/4) blocks [2× nearest upsampling, two 3×3 conv + pixel norm +
 LeakyReLU(0.2)] → 1×1 conv to 4 channels: tanh(RGB) and the mask logit.
 
 Generator (``mode="conditional"``): the same decoder, fed by a convolutional
-encoder of the vessel mask (U-Net skip connections at every resolution) and,
-at the 4×4 bottleneck, by the projected noise z. Output: tanh(RGB) only; the
-mask of the pair is the input mask.
+encoder of the vessel mask and the field of view (two input channels in
+[-1, 1]; U-Net skip connections at every resolution) and, at the 4×4
+bottleneck, by the projected noise z. Output: tanh(RGB) only; the mask of the
+pair is the input mask, so image and mask agree by construction. The FOV
+channel tells a patch where the dark border of the fundus lies.
 
 Discriminators: D_1..D_K, PatchGAN style; D_k sees the (image, mask) pair
 average-pooled 2^(k-1)× (3×3 window, stride 2, per step). Each D_k returns the
@@ -67,9 +69,10 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
 class Generator(nn.Module):
     """Noise (and, conditionally, a vessel mask) → RGB image (+ mask logits).
 
-    ``forward(z, mask=None)`` returns ``(image, mask_logits)``: image B×3×S×S in
-    [-1, 1]; mask_logits B×1×S×S. In conditional mode ``mask`` (B×1×S×S in
-    [0, 1]) is required and the returned "logits" are ±20 copies of it
+    ``forward(z, mask=None, fov=None)`` returns ``(image, mask_logits)``: image
+    B×3×S×S in [-1, 1]; mask_logits B×1×S×S. In conditional mode ``mask``
+    (B×1×S×S in [0, 1]) is required, ``fov`` (B×1×S×S in [0, 1]) defaults to
+    all ones, and the returned "logits" are ±20 copies of the mask
     (sigmoid(±20) rounds to exactly 0/1), so both modes share one interface.
     """
 
@@ -83,7 +86,7 @@ class Generator(nn.Module):
         self.project = nn.Linear(config.z_dim, ch[0] * 16)
         if self.conditional:
             # Encoder: full resolution → 4×4, keeping the feature map of every level as a skip.
-            self.enc_in = nn.Sequential(nn.Conv2d(1, ch[self.n_up], 3, padding=1), nn.LeakyReLU(0.2))
+            self.enc_in = nn.Sequential(nn.Conv2d(2, ch[self.n_up], 3, padding=1), nn.LeakyReLU(0.2))
             self.enc_down = nn.ModuleList(
                 nn.Sequential(nn.Conv2d(ch[j], ch[j - 1], 4, stride=2, padding=1), PixelNorm(), nn.LeakyReLU(0.2))
                 for j in range(self.n_up, 0, -1)
@@ -97,14 +100,17 @@ class Generator(nn.Module):
             out_channels = 4
         self.to_output = nn.Conv2d(ch[self.n_up], out_channels, 1)
 
-    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None,
+                fov: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         b = z.shape[0]
         h = F.leaky_relu(self.project(z).view(b, self.channels[0], 4, 4), 0.2)
         skips: list[torch.Tensor] = []
         if self.conditional:
             if mask is None:
                 raise ValueError("conditional generator needs a vessel mask")
-            e = self.enc_in(mask * 2.0 - 1.0)
+            if fov is None:
+                fov = torch.ones_like(mask)
+            e = self.enc_in(torch.cat([mask, fov.to(mask.dtype)], dim=1) * 2.0 - 1.0)
             skips.append(e)
             for down in self.enc_down:
                 e = down(e)
@@ -119,12 +125,12 @@ class Generator(nn.Module):
                 h = torch.cat([h, skips[-1 - j]], dim=1)
             h = block(h)
         out = self.to_output(h)
-        image = torch.tanh(out[:, :3])
+        image = torch.tanh(out[:, :3].float())
         if self.conditional:
             assert mask is not None
             logits = (mask > 0.5).to(image.dtype) * 40.0 - 20.0
         else:
-            logits = out[:, 3:4]
+            logits = out[:, 3:4].float()
         return image, logits
 
 

@@ -3,7 +3,10 @@
 FID needs Inception weights downloaded from the network; this report needs
 nothing but numpy, scikit-image and the Frangi baseline. All statistics are
 computed inside the field of view (FOV) of each image, at the GAN resolution
-(real images are prepared exactly like the training pairs).
+(real images are prepared exactly like the training pairs: whole images fitted
+to the GAN size, or, for a patch generator, patches at native resolution cut
+with :func:`napari_retsam.gan.data.crop_pairs`, whose masks and FOVs condition
+the generated set, so both sets hold the same vessel trees).
 
 Image statistics
     colour histogram distance: per channel c, the histogram h_c of all FOV
@@ -21,7 +24,10 @@ Pairing fidelity
     Dice(mask, Frangi(image)) = 2 |A ∩ B| / (|A| + |B|) inside the FOV, where
     Frangi(image) is :func:`napari_retsam.baseline.frangi_segment`'s vessel
     segmentation with its scales σ multiplied by (FOV diameter / 540 px), the
-    DRIVE FOV they were tuned on (1 when both are empty). Reported for the generated pairs,
+    DRIVE FOV they were tuned on (patches are at native resolution: factor 1),
+    or the segmenter the caller passes (``segment``, e.g. a fine-tuned SAM: the
+    benchmark ``benchmarks/gan_downstream.py`` does). Dice is 1 when both are
+    empty. Reported for the generated pairs,
     for the real pairs, and for the real set with its masks shuffled (mask i
     paired with image i+1) – the chance level of unrelated pairs. A generator
     whose masks do not follow its images lands near the shuffled figure.
@@ -36,7 +42,7 @@ import numpy as np
 
 from napari_retsam.errors import RetsamInputError
 
-__all__ = ["BINS", "colour_histograms", "histogram_distance", "vessel_density", "rms_contrast",
+__all__ = ["BINS", "real_reference", "colour_histograms", "histogram_distance", "vessel_density", "rms_contrast",
            "vessel_contrast", "dice", "pairing_dice", "set_statistics", "quality_report", "report_figure",
            "GeneratedVsReal", "report_summary_lines", "frangi_masks"]
 
@@ -104,14 +110,30 @@ def frangi_params_for(fov: np.ndarray) -> object:
     return DEFAULT_PARAMS.with_(sigmas=sigmas)
 
 
-def frangi_masks(images: np.ndarray, fovs: np.ndarray) -> np.ndarray:
+def frangi_masks(images: np.ndarray, fovs: np.ndarray, *, native: bool = False) -> np.ndarray:
     """The Frangi baseline's vessel segmentation of every image (N×H×W bool),
-    with scales adapted to the FOV size (:func:`frangi_params_for`)."""
-    from napari_retsam.baseline import frangi_segment
+    with scales adapted to the FOV size (:func:`frangi_params_for`), or the
+    tuned scales unchanged when ``native`` (patches at native resolution)."""
+    from napari_retsam.baseline import DEFAULT_PARAMS, frangi_segment
 
     fovs = np.broadcast_to(fovs, images.shape[:3])
-    return np.stack([np.asarray(frangi_segment(images[i], fovs[i], params=frangi_params_for(fovs[i]))[1], dtype=bool)
+    return np.stack([np.asarray(frangi_segment(images[i], fovs[i],
+                                               params=DEFAULT_PARAMS if native else frangi_params_for(fovs[i]))[1],
+                                dtype=bool)
                      for i in range(len(images))])
+
+
+def real_reference(dataset: Any, checkpoint: Any, *, n: int | None = None, seed: int = 0) -> Any:
+    """The real pairs a generator is compared with (:class:`~napari_retsam.gan.data.PreparedPairs`
+    with masks): the whole images at the generator's size, or for a patch generator ``n``
+    patches (default: 4 per image) cut with :func:`~napari_retsam.gan.data.crop_pairs`."""
+    from napari_retsam.gan.data import crop_pairs, prepare_native, prepare_pairs
+
+    size, unit = checkpoint.size, checkpoint.config.unit
+    if unit == "patch":
+        native = prepare_native(dataset, size, require_masks=True)
+        return crop_pairs(native, 4 * len(native) if n is None else n, size, seed)
+    return prepare_pairs(dataset, size, require_masks=True)
 
 
 def pairing_dice(images: np.ndarray, masks: np.ndarray, fovs: np.ndarray,
@@ -157,14 +179,17 @@ class GeneratedVsReal:
 
 
 def quality_report(checkpoint: Any, real: Any, *, n: int | None = None, seed: int = 0,
-                   device: str = "cpu", return_arrays: bool = False
+                   device: str = "cpu", return_arrays: bool = False,
+                   segment: Any = None, segmenter_name: str | None = None,
                    ) -> dict[str, Any] | tuple[dict[str, Any], GeneratedVsReal]:
     """Compare a generator (path or :class:`GeneratorCheckpoint`) with real pairs.
 
     ``real`` is a :class:`napari_retsam.gan.data.PreparedPairs` at the
-    generator's size, with masks. ``n`` generated samples (default: as many as
-    real images). A conditional generator is fed the real masks (cycled).
-    Returns a JSON-safe dict (see the module docstring for every figure).
+    generator's size, with masks (:func:`real_reference`). ``n`` generated samples (default: as many as
+    real images). A conditional generator is fed the real masks (cycled), with
+    their FOVs for a patch generator. ``segment(images, fovs) -> masks`` is the
+    segmenter of the pairing Dice (default: Frangi). Returns a JSON-safe dict
+    (see the module docstring for every figure).
     """
     from napari_retsam.gan.checkpoint import GeneratorCheckpoint, load_generator
     from napari_retsam.gan.sample import check_count, generate
@@ -175,15 +200,26 @@ def quality_report(checkpoint: Any, real: Any, *, n: int | None = None, seed: in
     if real.size != ckpt.size:
         raise RetsamInputError(f"real pairs are {real.size} px but the generator is {ckpt.size} px")
     n = check_count(len(real) if n is None else n)
-    masks_in = real.masks[[i % len(real) for i in range(n)]] if ckpt.mode == "conditional" else None
-    gen = generate(ckpt, n, seed, masks=masks_in, device=device)
-    gen_fovs = np.broadcast_to(gen.fov, gen.masks.shape)
+    masks_in = fovs_in = None
+    if ckpt.mode == "conditional":
+        order = [i % len(real) for i in range(n)]
+        masks_in = real.masks[order]
+        fovs_in = real.fovs[order] if ckpt.config.unit == "patch" else None
+    gen = generate(ckpt, n, seed, masks=masks_in, fovs=fovs_in, device=device)
+    gen_fovs = gen.fov
+    if segment is None:
+        native = ckpt.config.unit == "patch"
 
-    real_seg = frangi_masks(real.images, real.fovs)
+        def segment(images: np.ndarray, fovs: np.ndarray) -> np.ndarray:
+            return frangi_masks(images, fovs, native=native)
+
+        segmenter_name = "Frangi baseline"
+
+    real_seg = np.asarray(segment(real.images, real.fovs), dtype=bool)
     real_stats = set_statistics(real.images, real.masks, real.fovs, real_seg)
     shuffled = np.roll(np.arange(len(real)), -1)
     real_shuffled = pairing_dice(real.images, real.masks[shuffled], real.fovs & real.fovs[shuffled], real_seg)
-    gen_stats = set_statistics(gen.images, gen.masks, gen_fovs)
+    gen_stats = set_statistics(gen.images, gen.masks, gen_fovs, np.asarray(segment(gen.images, gen_fovs), dtype=bool))
 
     h_real = colour_histograms(real.images, real.fovs)
     h_gen = colour_histograms(gen.images, gen_fovs)
@@ -193,8 +229,9 @@ def quality_report(checkpoint: Any, real: Any, *, n: int | None = None, seed: in
         ref = histogram_distance(colour_histograms(real.images[:half], real.fovs[:half]),
                                  colour_histograms(real.images[half:], real.fovs[half:]))
     report = {
-        "generator": {"mode": ckpt.mode, "size": ckpt.size, "iteration": ckpt.iteration,
-                      "masks_trained": gen.masks_trained, "dataset": ckpt.dataset},
+        "generator": {"mode": ckpt.mode, "unit": ckpt.config.unit, "size": ckpt.size,
+                      "iteration": ckpt.iteration, "masks_trained": gen.masks_trained, "dataset": ckpt.dataset},
+        "segmenter": segmenter_name or "caller's segmenter",
         "n_generated": n,
         "n_real": len(real),
         "seed": int(seed),
@@ -224,14 +261,15 @@ def report_summary_lines(report: dict[str, Any]) -> list[str]:
         return f"{d['mean']:{fmt}} ± {d['std']:{fmt}}"
 
     lines = [
-        f"generator: {report['generator']['mode']}, {report['generator']['size']} px, "
+        f"generator: {report['generator']['mode']}, {report['generator'].get('unit', 'image')}s of "
+        f"{report['generator']['size']} px, "
         f"iteration {report['generator']['iteration']}; {report['n_generated']} generated vs {report['n_real']} real",
         f"colour histogram distance (TV, 0 = identical): generated vs real {chd['generated_vs_real']:.3f}"
         + (f" (real half vs half {ref:.3f})" if ref is not None else ""),
         f"vessel density: generated {ms(g['vessel_density'])}, real {ms(r['vessel_density'])}",
         f"RMS contrast (green): generated {ms(g['rms_contrast'])}, real {ms(r['rms_contrast'])}",
         f"vessel contrast (green): generated {ms(g['vessel_contrast'])}, real {ms(r['vessel_contrast'])}",
-        f"pairing Dice (mask vs Frangi of image): generated {ms(g['pairing_dice'])}, real {ms(r['pairing_dice'])}, "
+        f"pairing Dice (mask vs {report.get('segmenter', 'Frangi baseline')} of image): generated {ms(g['pairing_dice'])}, real {ms(r['pairing_dice'])}, "
         f"real shuffled {ms(report['real_shuffled_pairing_dice'])}",
     ]
     if "warning" in report:

@@ -2,14 +2,23 @@
 
 One iteration (B pairs, real x = (image, mask) in [-1, 1]):
 
-1. z ~ N(0, I); fake = G(z) (paired) or G(mask, z) (conditional); the FOV
-   template is applied (image black, mask 0 outside it).
+1. z ~ N(0, I); fake = G(z) (paired) or G(z, mask, fov) (conditional); the
+   FOV is applied (image black, mask 0 outside it): the pair's own FOV for
+   patches, the FOV template for whole images.
 2. Discriminator step: L_D = Σ_k [mean((D_k(x) − 1)²) + mean(D_k(fake)²)]
    (fake detached), one Adam step on D_1..D_K.
 3. Generator step: L_G = Σ_k mean((D_k(fake) − 1)²) + β Σ_k L_FM(G, D_k),
    one Adam step on G (see :mod:`napari_retsam.gan.losses`).
 
-Randomness: the weights come from ``seed``; the noise and the augmentation of
+Patch training (``config.unit == "patch"``): each pair is a random S×S crop of
+a native-resolution training image centred on a FOV pixel
+(:func:`napari_retsam.gan.data.random_crop`), then a random symmetry.
+
+Precision: with ``config.amp`` both networks run under bf16 autocast on a CPU
+with native bf16 (and on a CUDA device that has it); the weights, the Adam
+state and the losses stay float32.
+
+Randomness: the weights come from ``seed``; the noise, the crops and the augmentation of
 iteration t on process ``rank`` come from a generator seeded with
 SeedSequence([seed, rank, t]); the data order is DistributedSampler's
 permutation of epoch e (seed ``seed``). So the training state is the weights,
@@ -52,7 +61,7 @@ import torch
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.gan.checkpoint import GENERATOR_FORMAT, TRAIN_FORMAT, load_checkpoint_dict
 from napari_retsam.gan.config import GanConfig
-from napari_retsam.gan.data import PreparedPairs, dihedral, fov_template
+from napari_retsam.gan.data import NativePairs, PreparedPairs, crop_pairs, dihedral, fov_template, random_crop
 from napari_retsam.gan.imaging import sample_grid, to_uint8_image, write_png
 from napari_retsam.gan.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss
 from napari_retsam.gan.models import build_discriminator, build_generator
@@ -118,18 +127,38 @@ def _iteration_generator(seed: int, rank: int, iteration: int) -> torch.Generato
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+def gan_autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 where the device runs it natively (a CPU with AVX512-BF16/AMX, a CUDA GPU with
+    bf16), else None: float32. GAN losses are not scaled, so float16 is never used."""
+    if not enabled:
+        return None
+    if device.type == "cpu":
+        from napari_retsam.sam.device import cpu_bf16_supported
+
+        return torch.bfloat16 if cpu_bf16_supported() else None
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 class GanTrainer:
     """Owns the networks, optimisers and counters of one training run.
 
-    ``pairs``: the prepared training pairs (:func:`napari_retsam.gan.data.prepare_pairs`).
+    ``pairs``: the training data (:func:`napari_retsam.gan.data.training_pairs`):
+    :class:`NativePairs` for patch training, :class:`PreparedPairs` at the GAN
+    resolution for whole images.
     ``resume``: a ``last.pt`` written by a previous run with the same
     architecture; training continues from its iteration up to ``config.iterations``.
     """
 
-    def __init__(self, config: GanConfig, pairs: PreparedPairs, out_dir: str | os.PathLike[str], *,
+    def __init__(self, config: GanConfig, pairs: PreparedPairs | NativePairs, out_dir: str | os.PathLike[str], *,
                  device: str = "cpu", resume: str | os.PathLike[str] | None = None,
                  dataset_info: dict[str, Any] | None = None, dist_ctx: DistContext | None = None) -> None:
-        if pairs.size != config.size:
+        self.patches = config.unit == "patch"
+        if self.patches != isinstance(pairs, NativePairs):
+            raise RetsamInputError("patch training needs native-resolution images (prepare_native) and "
+                                   "whole-image training needs prepared pairs (prepare_pairs)")
+        if not self.patches and pairs.size != config.size:
             raise RetsamInputError(f"training pairs are {pairs.size} px but the GAN is {config.size} px")
         self.has_masks = pairs.masks is not None
         if config.mode == "conditional" and not self.has_masks:
@@ -143,11 +172,11 @@ class GanTrainer:
             ensure_writable_dir(self.out_dir)
         self.dataset_info = dict(dataset_info or {})
         self.dataset_info.setdefault("n_images", len(pairs))
-        self.fov_template = fov_template(pairs.fovs)
+        # Whole images share one FOV template; patches carry their own FOV.
+        self.fov_template = (np.ones((config.size, config.size), bool) if self.patches
+                             else fov_template(pairs.fovs))
         self._fov_t = torch.from_numpy(self.fov_template.astype(np.float32)).to(self.device)[None, None]
-        # Real data as tensors in [-1, 1] (images) and {0, 1} (masks), kept on the CPU.
-        self._images = pairs.images  # N×S×S×3 uint8
-        self._masks = pairs.masks
+        self.amp_dtype = gan_autocast_dtype(self.device, config.amp)
         self.G = build_generator(config, seed=config.seed).to(self.device)
         self.D = build_discriminator(config, with_mask=self.has_masks, seed=config.seed + 1).to(self.device)
         betas = (config.beta1, config.beta2)
@@ -159,11 +188,18 @@ class GanTrainer:
         self._saved_at = -1
         self.grid_z = torch.randn(GRID_SAMPLES, config.z_dim,
                                   generator=torch.Generator().manual_seed(config.seed + 99991))
-        self.grid_masks = None
+        self.grid_masks = self.grid_fovs = None
         if config.mode == "conditional":
-            assert self._masks is not None
-            idx = np.arange(GRID_SAMPLES) % len(pairs)
-            self.grid_masks = torch.from_numpy(self._masks[idx].astype(np.float32))[:, None]
+            assert pairs.masks is not None
+            if self.patches:
+                grid = crop_pairs(pairs, GRID_SAMPLES, config.size, seed=config.seed + 7)
+                masks, fovs = grid.masks, grid.fovs
+            else:
+                idx = np.arange(GRID_SAMPLES) % len(pairs)
+                masks, fovs = pairs.masks[idx], np.broadcast_to(self.fov_template, (GRID_SAMPLES, *self.fov_template.shape))
+            assert masks is not None
+            self.grid_masks = torch.from_numpy(masks.astype(np.float32))[:, None]
+            self.grid_fovs = torch.from_numpy(np.ascontiguousarray(fovs).astype(np.float32))[:, None]
         if resume is not None:
             self._load_state(resume)
         self.G_train, self.D_train = self.G, self.D
@@ -284,21 +320,39 @@ class GanTrainer:
             out.append(epoch_cache[epoch][pos])
         return np.asarray(out)
 
-    def _real_batch(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _real_batch(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """B real pairs: image B×3×S×S in [-1, 1], mask B×1×S×S in {0, 1} (or None), FOV B×1×S×S."""
         idx = self._batch_indices()
         ks = torch.randint(0, 8, (len(idx),), generator=gen).tolist()
-        imgs = np.stack([dihedral(self._images[i], k) for i, k in zip(idx, ks)])
+        size = self.config.size
+        if self.patches:
+            seeds = torch.randint(0, 2**31 - 1, (len(idx),), generator=gen).tolist()
+            crops = [random_crop(self.pairs, int(i), size, np.random.default_rng(s)) for i, s in zip(idx, seeds)]
+            imgs = np.stack([dihedral(c[0], k) for c, k in zip(crops, ks)])
+            msk = None if self.pairs.masks is None else np.stack([dihedral(c[1], k) for c, k in zip(crops, ks)])
+            fovs = np.stack([dihedral(c[2], k) for c, k in zip(crops, ks)])
+        else:
+            imgs = np.stack([dihedral(self.pairs.images[i], k) for i, k in zip(idx, ks)])
+            msk = None if self.pairs.masks is None else np.stack([dihedral(self.pairs.masks[i], k)
+                                                                  for i, k in zip(idx, ks)])
+            fovs = np.broadcast_to(self.fov_template, (len(idx), size, size))
         image = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-        mask = None
-        if self._masks is not None:
-            msk = np.stack([dihedral(self._masks[i], k) for i, k in zip(idx, ks)])
-            mask = torch.from_numpy(msk.astype(np.float32))[:, None]
-        return image.to(self.device), (None if mask is None else mask.to(self.device))
+        fov = torch.from_numpy(np.ascontiguousarray(fovs).astype(np.float32))[:, None]
+        mask = None if msk is None else torch.from_numpy(msk.astype(np.float32))[:, None]
+        return image.to(self.device), (None if mask is None else mask.to(self.device)), fov.to(self.device)
 
-    def _apply_fov(self, image: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        fov = self._fov_t
+    @staticmethod
+    def _apply_fov(image: torch.Tensor, mask: torch.Tensor | None, fov: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
         image = image * fov - (1.0 - fov)
         return image, (None if mask is None else mask * fov)
+
+    def _autocast(self) -> Any:
+        import contextlib
+
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _d_input(self, image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if not self.has_masks:
@@ -328,19 +382,25 @@ class GanTrainer:
         """One discriminator and one generator update; returns the losses."""
         cfg = self.config
         gen = _iteration_generator(cfg.seed, self.dist.rank, self.iteration)
-        real_img, real_mask = self._real_batch(gen)
+        real_img, real_mask, real_fov = self._real_batch(gen)
         z = torch.randn(real_img.shape[0], cfg.z_dim, generator=gen).to(self.device)
         self.G_train.train()
         self.D_train.train()
-        fake_img, logits = self.G_train(z, real_mask if cfg.mode == "conditional" else None)
-        fake_mask = torch.sigmoid(logits) if self.has_masks else None
-        fake_img, fake_mask = self._apply_fov(fake_img, fake_mask)
+        with self._autocast():
+            if cfg.mode == "conditional":
+                fake_img, logits = self.G_train(z, real_mask, real_fov)
+            else:
+                fake_img, logits = self.G_train(z)
+        fake_mask = torch.sigmoid(logits.float()) if self.has_masks else None
+        fake_img, fake_mask = self._apply_fov(fake_img.float(), fake_mask, real_fov)
         real_x = self._d_input(real_img, real_mask)
         fake_x = self._d_input(fake_img, fake_mask)
         b = real_x.shape[0]
 
         # Discriminator: real and (detached) fake in one forward pass.
-        outs = self.D_train(torch.cat([real_x, fake_x.detach()], dim=0))
+        with self._autocast():
+            outs = self.D_train(torch.cat([real_x, fake_x.detach()], dim=0))
+        outs = [[f.float() for f in feats] for feats in outs]
         d_real = [[f[:b] for f in feats] for feats in outs]
         d_fake = [[f[b:] for f in feats] for feats in outs]
         loss_d = lsgan_d_loss(d_real, d_fake)
@@ -350,7 +410,9 @@ class GanTrainer:
         self.opt_d.step()
 
         # Generator: adversarial term + β · feature matching (real features detached).
-        outs = self.D_train(torch.cat([real_x, fake_x], dim=0))
+        with self._autocast():
+            outs = self.D_train(torch.cat([real_x, fake_x], dim=0))
+        outs = [[f.float() for f in feats] for feats in outs]
         g_real = [[f[:b] for f in feats] for feats in outs]
         g_fake = [[f[b:] for f in feats] for feats in outs]
         loss_gan = lsgan_g_loss(g_fake)
@@ -371,10 +433,14 @@ class GanTrainer:
         """uint8 grid of the fixed-noise samples (image above mask)."""
         self.G.eval()
         z = self.grid_z.to(self.device)
-        masks = None if self.grid_masks is None else self.grid_masks.to(self.device)
-        img, logits = self.G(z, masks)
+        if self.grid_masks is not None and self.grid_fovs is not None:
+            fov = self.grid_fovs.to(self.device)
+            img, logits = self.G(z, self.grid_masks.to(self.device), fov)
+        else:
+            fov = self._fov_t
+            img, logits = self.G(z)
         m = torch.sigmoid(logits) if self.has_masks else None
-        img, m = self._apply_fov(img, m)
+        img, m = self._apply_fov(img, m, fov)
         self.G.train()
         images = to_uint8_image(img.cpu().numpy())
         return sample_grid(images, None if m is None else (m[:, 0] > 0.5).cpu().numpy())
@@ -436,7 +502,7 @@ class GanTrainer:
 RUN_FILES: tuple[str, ...] = ("last.pt", "generator_last.pt", "losses.jsonl", "config.json", "samples")
 
 
-def train_gan(config: GanConfig, pairs: PreparedPairs, out_dir: str | os.PathLike[str], *,
+def train_gan(config: GanConfig, pairs: PreparedPairs | NativePairs, out_dir: str | os.PathLike[str], *,
               device: str = "cpu", resume: str | os.PathLike[str] | None = None,
               dataset_info: dict[str, Any] | None = None,
               progress: Callable[[int, int, str], None] | None = None,

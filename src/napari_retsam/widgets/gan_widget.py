@@ -1,8 +1,9 @@
 """Dock widget "GAN synthesis": train a fundus/vessel GAN and generate paired samples.
 
 Train tab
-    dataset type + folder + split, output folder, resolution, iterations,
-    batch size, β, scales, mode, seed, sample-grid interval, optional resume
+    dataset type + folder + split, output folder, mode (conditional by
+    default), training unit (patches at native resolution by default), size,
+    iterations, batch size, β, scales, seed, sample-grid interval, optional resume
     file. "Train" loads the data and trains in a napari worker thread
     (:meth:`napari_retsam.gan.train.GanTrainer.iter_train`); each iteration
     updates the progress bar, each sample grid replaces the Image layer
@@ -12,8 +13,9 @@ Train tab
 Generate tab
     generator checkpoint, number of samples, seed and, for a conditional
     generator, a Labels layer holding the vessel mask(s) (H×W or N×H×W at the
-    generator's size), optionally warped (random flip/rotation + elastic
-    warp, seeded). "Generate" makes the Image layer ``"GAN images"``
+    generator's size; a patch generator also takes a larger mask, e.g. a whole
+    gold standard, and cuts seeded patches from it), optionally warped (random
+    flip/rotation + elastic warp, seeded). "Generate" makes the Image layer ``"GAN images"``
     (N×H×W×3) and the Labels layer ``"GAN vessel masks"`` (N×H×W); the same
     seed gives the same samples. "Export" writes the last generated set as a
     dataset folder (``images/``, ``masks/``, ``fov/``, ``manifest.json``).
@@ -131,12 +133,20 @@ class GanWidget(QWidget):
         self.split_combo = QComboBox(tab)
         self.split_combo.addItems(["train", "test", "all"])
         self.out_edit = QLineEdit(tab)
+        from napari_retsam.gan.config import MODES, UNITS, GanConfig
+
+        defaults = GanConfig()
         self.size_combo = QComboBox(tab)
         self.size_combo.addItems(["32", "64", "128", "256", "512"])
-        self.size_combo.setCurrentText("512")
+        self.size_combo.setCurrentText(str(defaults.size))
+        self.unit_combo = QComboBox(tab)
+        self.unit_combo.addItems(list(UNITS))
+        self.unit_combo.setCurrentText(defaults.unit)
+        self.unit_combo.setToolTip("patch: crops at native resolution (the segmentation tile; fits a CPU hour); "
+                                   "image: whole images fitted to the size (a GPU job)")
         self.iterations_spin = QSpinBox(tab)
         self.iterations_spin.setRange(1, 10_000_000)
-        self.iterations_spin.setValue(14_000)
+        self.iterations_spin.setValue(defaults.iterations)
         self.batch_spin = QSpinBox(tab)
         self.batch_spin.setRange(1, 256)
         self.beta_spin = QDoubleSpinBox(tab)
@@ -146,7 +156,10 @@ class GanWidget(QWidget):
         self.scales_spin.setRange(1, 6)
         self.scales_spin.setValue(3)
         self.mode_combo = QComboBox(tab)
-        self.mode_combo.addItems(["paired", "conditional"])
+        self.mode_combo.addItems(list(MODES))
+        self.mode_combo.setCurrentText(defaults.mode)
+        self.mode_combo.setToolTip("conditional: vessel mask + FOV + noise -> image, pairs right by construction; "
+                                   "paired: noise -> image + mask (whole images only)")
         self.train_seed_spin = QSpinBox(tab)
         self.train_seed_spin.setRange(0, 2**31 - 1)
         self.sample_every_spin = QSpinBox(tab)
@@ -165,12 +178,13 @@ class GanWidget(QWidget):
         form.addRow("Folder", _path_row(self.root_edit, True, tab))
         form.addRow("Split", self.split_combo)
         form.addRow("Output folder", _path_row(self.out_edit, True, tab))
+        form.addRow("Mode", self.mode_combo)
+        form.addRow("Training unit", self.unit_combo)
         form.addRow("Size (px)", self.size_combo)
         form.addRow("Iterations", self.iterations_spin)
         form.addRow("Batch size", self.batch_spin)
         form.addRow("β (feature matching)", self.beta_spin)
         form.addRow("Discriminator scales", self.scales_spin)
-        form.addRow("Mode", self.mode_combo)
         form.addRow("Seed", self.train_seed_spin)
         form.addRow("Sample grid every", self.sample_every_spin)
         form.addRow("Resume from", _path_row(self.resume_edit, False, tab))
@@ -193,7 +207,7 @@ class GanWidget(QWidget):
         every = self.sample_every_spin.value()
         iterations = self.iterations_spin.value()
         return GanConfig(size=int(self.size_combo.currentText()), mode=self.mode_combo.currentText(),
-                         iterations=iterations, batch_size=self.batch_spin.value(),
+                         unit=self.unit_combo.currentText(), iterations=iterations, batch_size=self.batch_spin.value(),
                          beta=float(self.beta_spin.value()), scales=self.scales_spin.value(),
                          seed=self.train_seed_spin.value(), sample_every=every,
                          checkpoint_every=min(500, iterations))
@@ -221,11 +235,11 @@ class GanWidget(QWidget):
         def job():  # runs in the worker thread: no layer access here
             prepare_torch_runtime()  # before the optimizers import torch._dynamo -> triton
             from napari_retsam.data import open_dataset
-            from napari_retsam.gan.data import prepare_pairs
+            from napari_retsam.gan.data import training_pairs
             from napari_retsam.gan.train import GanTrainer
 
             ds = open_dataset(dataset, root, split=split)
-            pairs = prepare_pairs(ds, config.size, require_masks=config.mode == "conditional")
+            pairs = training_pairs(ds, config)
             info = {"name": ds.name, "split": ds.split, "annotator": 1, "n_images": len(pairs)}
             trainer = GanTrainer(config, pairs, out, resume=resume, dataset_info=info)
             for event in trainer.iter_train(should_stop=stop.is_set):
@@ -416,22 +430,27 @@ class GanWidget(QWidget):
         if ckpt.mode != "conditional" and masks is not None:
             raise RetsamInputError("this generator is not conditional (it makes its own masks); "
                                    f"set the mask layer to {NO_LAYER!r}")
-        if masks is not None and masks.shape[-2:] != (ckpt.size, ckpt.size):
-            raise RetsamInputError(f"the mask layer is {masks.shape[-2]}×{masks.shape[-1]} but the generator "
-                                   f"makes {ckpt.size}×{ckpt.size} images")
-        if masks is not None and masks.ndim == 3 and masks.shape[0] not in (1, n):
-            raise RetsamInputError(f"the mask layer holds {masks.shape[0]} masks; set the number of samples "
-                                   f"to {masks.shape[0]} or use a single mask")
-        if masks is not None and self.warp_check.isChecked():
-            from napari_retsam.gan.masks import augment_masks
+        fovs = None
+        if masks is not None:
+            from napari_retsam.gan.sample import conditioning_masks
 
             stack = masks if masks.ndim == 3 else masks[None]
-            masks = augment_masks(np.broadcast_to(stack, (n, *stack.shape[1:])), seed, fov=ckpt.fov_template)
+            whole = stack.shape[1:] == (ckpt.size, ckpt.size)
+            if not whole and ckpt.config.unit != "patch":
+                raise RetsamInputError(f"the mask layer is {masks.shape[-2]}×{masks.shape[-1]} but the generator "
+                                       f"makes {ckpt.size}×{ckpt.size} images")
+            if whole and stack.shape[0] not in (1, n):
+                raise RetsamInputError(f"the mask layer holds {stack.shape[0]} masks; set the number of samples "
+                                       f"to {stack.shape[0]} or use a single mask")
+            # A patch generator takes patches cut from a larger mask (one rule: conditioning_masks).
+            name = self.mask_layer_combo.currentText()
+            masks, fovs, _ = conditioning_masks(ckpt, ("folder", [name] * len(stack), stack), n, seed,
+                                                warp=self.warp_check.isChecked())
 
         def job():
             from napari_retsam.gan.sample import generate
 
-            return generate(ckpt, n, seed, masks=masks)
+            return generate(ckpt, n, seed, masks=masks, fovs=fovs)
 
         worker = self._make_worker(job)
         worker.returned.connect(lambda result: self._on_generated(result, path))
@@ -500,11 +519,10 @@ class GanWidget(QWidget):
             prepare_torch_runtime()
             from napari_retsam.data import open_dataset
             from napari_retsam.gan.checkpoint import load_generator
-            from napari_retsam.gan.data import prepare_pairs
-            from napari_retsam.gan.report import quality_report
+            from napari_retsam.gan.report import quality_report, real_reference
 
             ckpt = load_generator(path)
-            real = prepare_pairs(open_dataset(dataset, root, split=split), ckpt.size, require_masks=True)
+            real = real_reference(open_dataset(dataset, root, split=split), ckpt, seed=seed)
             return quality_report(ckpt, real, seed=seed)
 
         worker = self._make_worker(job)
