@@ -296,3 +296,24 @@ def test_progress_has_a_time_estimate_per_window(tiny_sam):
     assert windows[0].startswith("embedding window 1/") and "s left" not in windows[0]
     assert all("s left" in m for m in windows[1:])
     assert [d for d, _ in messages] == sorted(d for d, _ in messages)
+
+
+def test_auto_mode_takes_the_whole_image_embedding_from_the_cache(tiny_sam, image):
+    from napari_retsam.sam.auto import auto_segment
+    from napari_retsam.sam.embeddings import EmbeddingCache
+
+    kwargs = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, max_area_fraction=1.0)
+    cache = EmbeddingCache()
+    first = auto_segment(tiny_sam, image, cache=cache, **kwargs)
+    assert first.n_embedded == 1 and cache.misses == 1
+    again = auto_segment(tiny_sam, image, cache=cache, **kwargs)
+    assert again.n_embedded == 0 and cache.misses == 1 and cache.hits == 1
+    np.testing.assert_array_equal(again.prob, first.prob)
+    # the entry is the Segmenter's whole-image window: box prompting after it runs the decoder only
+    result = Segmenter(tiny_sam, cache=cache).segment(image, [[10, 5, 100, 80]], tile=0)
+    assert result.n_embedded == 0
+    # a cancelled run stops (inside the encoder pass or before a prompt batch)
+    from napari_retsam.sam.progress import Cancelled
+
+    with pytest.raises(Cancelled):
+        auto_segment(tiny_sam, image, should_stop=lambda: True, **kwargs)

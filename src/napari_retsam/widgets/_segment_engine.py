@@ -4,7 +4,8 @@ Runs in napari worker threads; never touches layers or Qt. The loaded model is
 kept between runs as long as model type, checkpoint, fine-tuned checkpoint and
 device stay the same, and one embedding cache (signatures include the encoder's
 checkpoint hash) is shared by every model, so re-running or live-prompting an
-image that was embedded before only runs the decoder.
+image that was embedded before only runs the decoder. SAM (auto) takes its
+whole-image embedding from the same cache (the entry of whole-image mode, tile 0).
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class SegmentEngine:
             if auto:
                 from napari_retsam.sam.auto import auto_segment
 
-                result = auto_segment(segmenter.model, image, progress=inner, should_stop=should_stop)
+                result = auto_segment(segmenter.model, image, cache=segmenter.cache, progress=inner,
+                                      should_stop=should_stop)
                 n_boxes = 0
             else:
                 slice_boxes = list(boxes.get(None, [])) + (list(boxes.get(s, [])) if s is not None else [])
