@@ -163,3 +163,36 @@ def test_training_error_in_the_worker_becomes_a_notification(make_napari_viewer,
     qtbot.waitUntil(lambda: len(shown) > 0, timeout=10_000)
     assert "\n" not in shown[-1] and not shown[-1].startswith("Traceback")
     assert w.train_button.isEnabled() and w.train_worker is None and w.last_train_result is None
+
+
+def test_default_mode_is_conditional_patches_and_generate_cuts_patches_from_a_gold_layer(
+        make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    """The Train tab offers the default GAN (conditional, native-resolution patches); Generate with
+    a patch generator takes a whole-image gold layer and shows patches whose masks are cut from it."""
+    from types import SimpleNamespace
+
+    from napari_retsam.data import synthetic_fundus
+    from napari_retsam.gan.data import prepare_native
+    from napari_retsam.gan.train import train_gan
+
+    viewer = make_napari_viewer()
+    w = GanWidget(viewer)
+    cfg = w.training_config()
+    assert (cfg.mode, cfg.unit, cfg.size) == ("conditional", "patch", 256)
+
+    fundus = [synthetic_fundus(i, 64) for i in range(2)]
+    native = prepare_native([SimpleNamespace(id=f"s{i}", image=f.image, gold=f.vessels, fov=f.fov)
+                             for i, f in enumerate(fundus)], 32, require_masks=True)
+    ckpt = train_gan(tiny_config(mode="conditional", unit="patch", iterations=1), native, tmp_path / "g")
+    gold = fundus[0].vessels.astype(np.uint8)
+    viewer.add_labels(gold, name="gold")
+    w.checkpoint_edit.setText(str(ckpt.generator_checkpoint))
+    w.mask_layer_combo.setCurrentText("gold")
+    w.n_spin.setValue(4)
+    _run(qtbot, w, w.generate)
+    qtbot.waitUntil(lambda: MASKS_LAYER in viewer.layers, timeout=10_000)
+    masks = np.asarray(viewer.layers[MASKS_LAYER].data) > 0
+    assert np.asarray(viewer.layers[IMAGES_LAYER].data).shape == (4, 32, 32, 3) and masks.shape == (4, 32, 32)
+    # every generated mask is a window of the gold layer (no warp asked)
+    windows = {np.asarray(gold[y:y + 32, x:x + 32] > 0).tobytes() for y in range(33) for x in range(33)}
+    assert all(m.tobytes() in windows for m in masks)
