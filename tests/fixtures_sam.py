@@ -64,7 +64,7 @@ def offline_sam(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An empty checkpoint cache and a downloader that fails like a machine without network."""
     import urllib.error
 
-    from napari_retsam.sam import checkpoints
+    from napari_retsam.sam import weight_cache
 
     cache = tmp_path / "retsam-cache"
     monkeypatch.setenv("RETSAM_CACHE", str(cache))
@@ -75,7 +75,7 @@ def offline_sam(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         calls.append(request.full_url)
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(checkpoints.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(weight_cache.urllib.request, "urlopen", no_network)
     return cache
 
 

@@ -283,39 +283,39 @@ def test_poisoned_cache_in_a_finetune_run_warns_once_and_heals(tiny_sam_checkpoi
 @pytest.fixture
 def fake_official(tiny_sam_checkpoint, tmp_path, monkeypatch):
     """The tiny checkpoint registered as a published file (its own MD5 and size), an empty cache."""
-    from napari_retsam.sam import checkpoints
+    from napari_retsam.sam import weight_cache
 
     monkeypatch.setenv("RETSAM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(checkpoints, "_VERIFIED", {})
+    monkeypatch.setattr(weight_cache, "_VERIFIED", {})
     data = tiny_sam_checkpoint.read_bytes()
-    info = checkpoints.CheckpointInfo("tiny", "https://example.invalid/sam_tiny_0123ab.pth",
+    info = weight_cache.CheckpointInfo("tiny", "https://example.invalid/sam_tiny_0123ab.pth",
                                       hashlib.md5(data).hexdigest(), len(data))
-    monkeypatch.setitem(checkpoints.OFFICIAL_CHECKPOINTS, "tiny", info)
+    monkeypatch.setitem(weight_cache.OFFICIAL_CHECKPOINTS, "tiny", info)
     path = tmp_path / "sam_tiny_0123ab.pth"
     shutil.copy(tiny_sam_checkpoint, path)
     calls: list[Path] = []
-    original = checkpoints._md5_file
+    original = weight_cache._md5_file
 
     def counting_md5(p, *a, **k):
         calls.append(Path(p))
         return original(p, *a, **k)
 
-    monkeypatch.setattr(checkpoints, "_md5_file", counting_md5)
+    monkeypatch.setattr(weight_cache, "_md5_file", counting_md5)
     return path, calls
 
 
 def test_published_file_is_hashed_once_and_remembered(fake_official, monkeypatch) -> None:
     import json
 
-    from napari_retsam.sam import checkpoints
+    from napari_retsam.sam import checkpoints, weight_cache
 
     path, calls = fake_official
     checkpoints.load_sam(path, device="cpu")
     checkpoints.load_sam(path, device="cpu")
     assert calls == [path]  # once per file
-    record = json.loads((checkpoints.cache_root() / checkpoints.VERIFIED_FILE).read_text())
+    record = json.loads((weight_cache.cache_root() / weight_cache.VERIFIED_FILE).read_text())
     assert record["files"][str(path.resolve())]["size"] == path.stat().st_size
-    monkeypatch.setattr(checkpoints, "_VERIFIED", {})  # a new process: the JSON remembers
+    monkeypatch.setattr(weight_cache, "_VERIFIED", {})  # a new process: the JSON remembers
     checkpoints.load_sam(path, device="cpu")
     assert calls == [path]
     st = path.stat()  # a changed mtime: hashed again

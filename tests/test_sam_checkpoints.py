@@ -12,14 +12,9 @@ import torch
 
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.io_utils import sha256_file
-from napari_retsam.sam import checkpoints
-from napari_retsam.sam.checkpoints import (
-    OFFICIAL_CHECKPOINTS,
-    download_checkpoint,
-    load_sam,
-    save_official_style,
-    save_project_checkpoint,
-)
+from napari_retsam.sam import weight_cache
+from napari_retsam.sam.checkpoints import load_sam, save_official_style, save_project_checkpoint
+from napari_retsam.sam.weight_cache import OFFICIAL_CHECKPOINTS, download_checkpoint
 from napari_retsam.sam.models import build_sam
 
 
@@ -162,7 +157,7 @@ def test_checkpoint_never_runs_code(tmp_path):
 
 def test_offline_without_checkpoint_says_where_to_put_it(offline_sam, monkeypatch):
     calls = []
-    monkeypatch.setattr(checkpoints.urllib.request, "urlopen", lambda req, timeout=None: calls.append(req) or (_ for _ in ()).throw(OSError("network is unreachable")))
+    monkeypatch.setattr(weight_cache.urllib.request, "urlopen", lambda req, timeout=None: calls.append(req) or (_ for _ in ()).throw(OSError("network is unreachable")))
     with pytest.raises(RetsamInputError) as err:
         load_sam(None, model_type="vit_b", device="cpu")
     message = str(err.value)
@@ -242,3 +237,78 @@ def test_select_device():
     if not torch.cuda.is_available():
         with pytest.raises(RetsamInputError, match="CUDA is not available"):
             select_device("cuda")
+
+
+@pytest.fixture
+def counted_reads(monkeypatch):
+    """Counts every way a checkpoint file can be read: torch.load, Path.read_bytes, hashing from disk."""
+    from napari_retsam import io_utils
+
+    reads: list[tuple[str, str]] = []
+    real_load, real_read_bytes, real_sha, real_md5 = torch.load, Path.read_bytes, io_utils.sha256_file, \
+        weight_cache._md5_file
+
+    def load(source, *args, **kwargs):
+        reads.append(("torch.load", str(source) if isinstance(source, (str, Path)) else "buffer"))
+        return real_load(source, *args, **kwargs)
+
+    def read_bytes(self):
+        reads.append(("read_bytes", self.name))
+        return real_read_bytes(self)
+
+    def sha(path, *args, **kwargs):
+        reads.append(("sha256_file", Path(path).name))
+        return real_sha(path, *args, **kwargs)
+
+    def md5(path, *args, data=None, **kwargs):
+        if data is None:
+            reads.append(("md5 from disk", Path(path).name))
+        return real_md5(path, *args, data=data, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(io_utils, "sha256_file", sha)
+    monkeypatch.setattr(weight_cache, "_md5_file", md5)
+    return reads
+
+
+def test_each_checkpoint_file_is_read_once(tiny_sam_checkpoint, tiny_finetuned_checkpoint, tmp_path, monkeypatch,
+                                           counted_reads):
+    """Official-format file, fine-tuned file and its base: one read each (hash and unpickling from the same bytes)."""
+    import shutil
+
+    monkeypatch.setenv("RETSAM_CACHE", str(tmp_path / "cache"))
+    base = shutil.copy(tiny_sam_checkpoint, tmp_path / "base.pth")  # fresh files: nothing memoised yet
+    tuned = shutil.copy(tiny_finetuned_checkpoint, tmp_path / "tuned.pt")
+    model = load_sam(base, device="cpu")
+    assert counted_reads == [("read_bytes", "base.pth"), ("torch.load", "buffer")]
+    assert model.checkpoint_sha256 == sha256_file(base)
+    counted_reads.clear()
+    tuned_model = load_sam(base, finetuned=tuned, device="cpu")
+    # the fine-tuned file is read (once), then its base: hashed already, so loaded straight from disk
+    assert counted_reads == [("read_bytes", "tuned.pt"), ("torch.load", "buffer"), ("torch.load", str(base))]
+    assert tuned_model.checkpoint_sha256 == sha256_file(tuned) and tuned_model.encoder_sha256 == sha256_file(base)
+    counted_reads.clear()
+    other = shutil.copy(tiny_finetuned_checkpoint, tmp_path / "tuned_alone.pt")
+    load_sam(other, base_checkpoint=base, device="cpu")  # a fine-tuned file passed as the checkpoint
+    assert counted_reads == [("read_bytes", "tuned_alone.pt"), ("torch.load", "buffer"), ("torch.load", str(base))]
+
+
+def test_published_file_is_verified_hashed_and_loaded_in_one_read(tiny_sam_checkpoint, tmp_path, monkeypatch,
+                                                                  counted_reads):
+    import shutil
+
+    monkeypatch.setenv("RETSAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(weight_cache, "_VERIFIED", {})
+    data = tiny_sam_checkpoint.read_bytes()
+    info = weight_cache.CheckpointInfo("tiny", "https://example.invalid/sam_tiny_0123ab.pth",
+                                       hashlib.md5(data).hexdigest(), len(data))
+    monkeypatch.setitem(weight_cache.OFFICIAL_CHECKPOINTS, "tiny", info)
+    path = shutil.copy(tiny_sam_checkpoint, tmp_path / "sam_tiny_0123ab.pth")
+    counted_reads.clear()
+    model = load_sam(path, device="cpu")
+    assert counted_reads == [("read_bytes", "sam_tiny_0123ab.pth"), ("torch.load", "buffer")]  # MD5 + SHA-256 + load
+    assert model.checkpoint_sha256 == sha256_file(path)
+    counted_reads.clear()
+    load_sam(path, device="cpu")  # verified and hashed before: one plain load
+    assert counted_reads == [("torch.load", str(path))]

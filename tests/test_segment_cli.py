@@ -119,13 +119,13 @@ def test_first_use_downloads_with_progress_then_uses_the_cache(tiny_sam_checkpoi
     """The whole first-use path, served from a local file:// URL instead of the release server."""
     import hashlib
 
-    from napari_retsam.sam import checkpoints
+    from napari_retsam.sam import weight_cache
 
     monkeypatch.setenv("RETSAM_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RETSAM_OFFLINE", raising=False)
     data = tiny_sam_checkpoint.read_bytes()
-    info = checkpoints.CheckpointInfo("tiny", tiny_sam_checkpoint.as_uri(), hashlib.md5(data).hexdigest())
-    monkeypatch.setitem(checkpoints.OFFICIAL_CHECKPOINTS, "tiny", info)
+    info = weight_cache.CheckpointInfo("tiny", tiny_sam_checkpoint.as_uri(), hashlib.md5(data).hexdigest())
+    monkeypatch.setitem(weight_cache.OFFICIAL_CHECKPOINTS, "tiny", info)
     path, _ = fundus_png
     args = ["segment", "--image", str(path), "--model-type", "tiny", "--tile", "0", "--out", str(tmp_path / "m.png")]
     assert main(args) == 0

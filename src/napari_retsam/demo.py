@@ -142,7 +142,8 @@ def _gan_stage(options: DemoOptions, train: list[Any], out: Path, device: str) -
 def _sam_stage(options: DemoOptions, out: Path, device: str, say: Callable[[str], None]) -> tuple[Any, Path, str]:
     """Stage 3: the SAM model and the base checkpoint file every later stage loads."""
     from napari_retsam.sam import build_sam, load_sam
-    from napari_retsam.sam.checkpoints import resolve_checkpoint, save_official_style
+    from napari_retsam.sam.checkpoints import save_official_style
+    from napari_retsam.sam.weight_cache import resolve_checkpoint
 
     if options.checkpoint:
         model = load_sam(options.checkpoint, model_type=options.model_type, device=device)

@@ -34,6 +34,9 @@ __all__ = [
     "clean_stale_temp_files",
     "current_umask",
     "ensure_writable_dir",
+    "file_key",
+    "file_sha256",
+    "known_sha256",
     "load_torch_checkpoint",
     "sha256_file",
 ]
@@ -182,6 +185,7 @@ def load_torch_checkpoint(
     missing: str = "checkpoint file {path} does not exist",
     unreadable: str = "cannot read checkpoint {path}: truncated, corrupt or not a PyTorch weights file ({error})",
     not_dict: str = "checkpoint {path} holds a {type}, expected a dict",
+    data: bytes | None = None,
 ) -> dict[str, Any]:
     """``torch.load(path, map_location="cpu", weights_only=True)`` of a dict, with clear errors.
 
@@ -198,24 +202,27 @@ def load_torch_checkpoint(
     * ``not_dict`` (the file holds something other than a dict): ``{path}``,
       ``{type}`` (type name of what it holds).
 
+    ``data``: the file's bytes when the caller already read them (to hash them in
+    the same pass); they are unpickled instead of reading the file again.
     torch is imported here, not at module level.
     """
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise RetsamInputError(missing.format(path=path))
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(data) if data is not None else path
+        loaded = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
         text = str(exc).strip()
         first = text.splitlines()[0][:160] if text else type(exc).__name__
         raise RetsamInputError(
             unreadable.format(path=path, error=first, error_type=type(exc).__name__, error_text=exc)
         ) from exc
-    if not isinstance(data, dict):
-        raise RetsamInputError(not_dict.format(path=path, type=type(data).__name__))
-    return data
+    if not isinstance(loaded, dict):
+        raise RetsamInputError(not_dict.format(path=path, type=type(loaded).__name__))
+    return loaded
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
@@ -225,6 +232,36 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: fh.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_SHA256_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """(resolved path, size, mtime_ns): a file as it is now (memo key of the hashes)."""
+    path = Path(path)
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def file_sha256(path: str | os.PathLike[str], *, data: bytes | None = None) -> str:
+    """SHA-256 of a file, memoised on :func:`file_key` (a changed file is hashed again).
+
+    ``data``: the file's bytes when the caller has read them anyway; they are
+    hashed instead of reading the file a second time.
+    """
+    key = file_key(path)
+    if key not in _SHA256_MEMO:
+        _SHA256_MEMO[key] = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
+    return _SHA256_MEMO[key]
+
+
+def known_sha256(path: str | os.PathLike[str]) -> str | None:
+    """The memoised SHA-256 of ``path`` as it is now, or None when it was not hashed yet."""
+    try:
+        return _SHA256_MEMO.get(file_key(path))
+    except OSError:
+        return None
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:

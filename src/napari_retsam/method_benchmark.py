@@ -90,7 +90,7 @@ def fov_box(fov: np.ndarray) -> np.ndarray:
 def _try_base_model(options: BenchmarkOptions) -> tuple[Any | None, Path | None, str]:
     """(model, checkpoint path, reason when missing)."""
     from napari_retsam.sam import load_sam
-    from napari_retsam.sam.checkpoints import resolve_checkpoint
+    from napari_retsam.sam.weight_cache import resolve_checkpoint
 
     model_type = options.model_type or DEFAULT_MODEL_TYPE
     try:

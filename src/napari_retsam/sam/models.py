@@ -403,7 +403,6 @@ class RetsamSam(nn.Module):
 def build_sam(
     model_type: str = "vit_b",
     *,
-    checkpoint: Any = None,
     config: SamConfig | dict[str, Any] | None = None,
     num_classes: int = 1,
     seed: int | None = None,
@@ -411,15 +410,11 @@ def build_sam(
     """Build a :class:`RetsamSam` of ``model_type``.
 
     ``config`` overrides the registry's architecture (a :class:`SamConfig` or its
-    dict). ``checkpoint`` (a path) loads weights through
-    :func:`napari_retsam.sam.checkpoints.load_sam`; without it the weights are
-    random (seeded by ``seed`` when given) and the fusion block is the identity.
-    The model is returned in eval mode on the CPU.
+    dict). The weights are random (seeded by ``seed`` when given) and the fusion
+    block is the identity; weights from files come through
+    :func:`napari_retsam.sam.checkpoints.load_sam`. The model is returned in eval
+    mode on the CPU.
     """
-    if checkpoint is not None:
-        from napari_retsam.sam.checkpoints import load_sam
-
-        return load_sam(checkpoint, model_type=model_type)
     if config is None:
         if model_type not in MODEL_CONFIGS:
             raise RetsamInputError(f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")

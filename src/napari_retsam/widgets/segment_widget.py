@@ -324,7 +324,7 @@ class SegmentWidget(QWidget):
         return row
 
     def _update_disk_cache(self, on: bool) -> None:
-        from napari_retsam.sam.checkpoints import cache_root
+        from napari_retsam.sam.weight_cache import cache_root
 
         self.engine.set_disk_dir(cache_root() / "embeddings" if on else None)
 
