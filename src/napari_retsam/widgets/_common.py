@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal
@@ -38,11 +39,37 @@ def is_derived_image(layer: Any) -> bool:
     name = str(getattr(layer, "name", ""))
     return name.endswith(DERIVED_IMAGE_SUFFIXES) or name in DERIVED_IMAGE_NAMES
 
+
+#: Name fragments of a Labels layer taken as an image's field of view (the reader's ``<id> FOV``,
+#: the sample's ``synthetic FOV``).
+FOV_HINTS = ("fov", "field of view")
+
+
+def fov_fits(fov: Any, image: Any) -> bool:
+    """True when the Labels layer ``fov`` has the image's spatial shape (H×W, or N×H×W for a stack)."""
+    shape = tuple(np.shape(image.data))
+    spatial = shape[:-1] if getattr(image, "rgb", False) else shape
+    return tuple(np.shape(fov.data)) in (spatial, spatial[-2:])
+
+
+def find_fov_layer(viewer: Any, image: Any) -> Any:
+    """The first FOV-named Labels layer (:data:`FOV_HINTS`) that fits ``image``, or None."""
+    from napari.layers import Labels
+
+    for layer in viewer.layers:
+        name = str(layer.name).lower()
+        if isinstance(layer, Labels) and any(h in name for h in FOV_HINTS) and fov_fits(layer, image):
+            return layer
+    return None
+
 __all__ = [
     "ProgressRelay",
     "DERIVED_IMAGE_NAMES",
     "DERIVED_IMAGE_SUFFIXES",
+    "FOV_HINTS",
     "add_or_update_layer",
+    "find_fov_layer",
+    "fov_fits",
     "is_derived_image",
     "make_worker",
     "notify_user_errors",

@@ -31,8 +31,14 @@ Models fine-tuned in this session (Fine-tune SAM widget) are offered in
 
 Outputs, named after the image and updated in place on re-runs:
 ``"<image> SAM mask"`` (Labels: 1 = vessel, or class l+1 for a multi-class
-model) and ``"<image> SAM prob"`` (Image, magma, 0–1); the automatic mode writes
-``"<image> SAM auto mask"`` / ``"<image> SAM auto prob"``.
+model) and ``"<image> SAM prob"`` (Image, contrast limits fixed at 0–1, colormap
+:func:`probability_colormap`: transparent below 0.2, translucent blending, so
+the photograph shows through wherever SAM is unsure and a box is not painted as a
+block); the automatic mode writes ``"<image> SAM auto mask"`` / ``"<image> SAM
+auto prob"``. When a Labels layer named as a field of view (``FOV``) fits the
+image, both outputs are kept inside it: there are no vessels outside the FOV,
+and SAM windows over the black surround otherwise segment it as an object,
+which showed as rectangular blocks with straight window edges.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from typing import Any
 import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer, Shapes
-from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.colormaps import Colormap, DirectLabelColormap
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -68,6 +74,7 @@ from napari_retsam.sam.progress import Cancelled
 from napari_retsam.widgets._common import (
     ProgressRelay,
     add_or_update_layer,
+    find_fov_layer,
     is_derived_image,
     notify_user_errors,
     set_combo_items,
@@ -91,6 +98,19 @@ _OUTPUT_SUFFIXES = (" SAM mask", " SAM prob", " SAM auto mask", " SAM auto prob"
 #: Colours of the mask labels: cyan for vessels (class 1) stands out on the orange-red
 #: fundus; further classes of a multi-class model get yellow, magenta and white.
 MASK_COLORS = {1: (0.0, 0.9, 1.0, 1.0), 2: (1.0, 0.9, 0.0, 1.0), 3: (1.0, 0.2, 0.8, 1.0), 4: (1.0, 1.0, 1.0, 1.0)}
+
+
+#: The probability layer's colormap: transparent up to p = 0.2 (the image shows through
+#: where SAM is unsure, so a box is never painted as a solid block), then violet → magenta
+#: (p = 0.5, the mask threshold, 70 % opaque) → pale yellow, opaque at p = 1.
+PROB_CONTROLS = (0.0, 0.2, 0.5, 1.0)
+PROB_COLORS = ((0.35, 0.0, 0.6, 0.0), (0.45, 0.0, 0.7, 0.0), (0.95, 0.15, 0.75, 0.7), (1.0, 1.0, 0.55, 1.0))
+
+
+def probability_colormap() -> Colormap:
+    """The SAM probability layer's colormap (see :data:`PROB_COLORS`); contrast limits stay 0–1."""
+    return Colormap(colors=np.array(PROB_COLORS), controls=np.array(PROB_CONTROLS),
+                    name="retsam probability", display_name="vessel probability (transparent < 0.2)")
 
 
 def mask_colormap() -> DirectLabelColormap:
@@ -589,14 +609,22 @@ class SegmentWidget(QWidget):
                 and prob_layer.data.shape == shape else np.zeros(shape, np.float32))
         labels = (np.array(mask_layer.data, dtype=np.uint8) if keep and isinstance(mask_layer, Labels)
                   and mask_layer.data.shape == shape else np.zeros(shape, np.uint8))
+        fov_layer = find_fov_layer(self.viewer, image)
+        fov = None if fov_layer is None else np.asarray(fov_layer.data) > 0
         for s, res in results.items():
+            res_prob, res_labels = res.prob, res.labels
+            if fov is not None:  # no vessels outside the field of view: windows over the black surround
+                inside = fov if fov.ndim == 2 else fov[0 if s is None else s]
+                res_prob = np.where(inside, res_prob, np.float32(0))
+                res_labels = np.where(inside, res_labels, np.uint8(0))
+                res.prob, res.labels = res_prob, res_labels
             if s is None:
-                prob[...], labels[...] = res.prob, res.labels
+                prob[...], labels[...] = res_prob, res_labels
             else:
-                prob[s], labels[s] = res.prob, res.labels
+                prob[s], labels[s] = res_prob, res_labels
         common = {"scale": image.scale, "translate": image.translate}
-        add_or_update_layer(self.viewer, Image, prob_name, prob, colormap="magma", contrast_limits=(0.0, 1.0),
-                            blending="additive", **common)
+        add_or_update_layer(self.viewer, Image, prob_name, prob, colormap=probability_colormap(),
+                            contrast_limits=(0.0, 1.0), blending="translucent", **common)
         add_or_update_layer(self.viewer, Labels, mask_name, labels, opacity=0.7, colormap=mask_colormap(),
                             **common)
         if shapes is not None and shapes in self.viewer.layers:
@@ -606,7 +634,8 @@ class SegmentWidget(QWidget):
         embedded = sum(r.n_embedded for r in results.values())
         where = "" if n_slices is None else f" on slice(s) {', '.join(str(s) for s in sorted(results))}"
         message = (f"done{where}: {vessel} vessel pixels; {embedded} new embedding(s)"
-                   + ("" if embedded else " (cached, decoder only)"))
+                   + ("" if embedded else " (cached, decoder only)")
+                   + ("" if fov_layer is None else f"; kept inside the FOV '{fov_layer.name}'"))
         self._set_status(message)
         self.last_results = results
 
