@@ -200,7 +200,7 @@ def mask_bounding_box(mask: np.ndarray) -> np.ndarray | None:
 
     Pixel-index coordinates with ``x1``/``y1`` the last column/row (inclusive),
     the box convention of the SAM engine
-    (:func:`napari_retsam.sam.segmenter.validate_boxes`); float64. Used for the
+    (:func:`napari_retsam.sam.boxes.validate_boxes`); float64. Used for the
     default box prompt (the FOV's bounding box) and the training prompts.
     """
     region = np.asarray(mask, dtype=bool)

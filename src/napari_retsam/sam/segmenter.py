@@ -3,9 +3,10 @@
 Steps of :meth:`Segmenter.segment`:
 
 1. normalise the image (:func:`~napari_retsam.sam.preprocess.to_uint8_rgb`) and
-   validate the boxes (original pixel-index coordinates ``x0, y0, x1, y1``,
-   corners sorted, clipped to ``[0, W−1] × [0, H−1]``; a box wholly outside or
-   of zero width/height after clipping is refused);
+   validate the boxes (:func:`~napari_retsam.sam.boxes.validate_boxes`: original
+   pixel-index coordinates ``x0, y0, x1, y1``, corners sorted, clipped to
+   ``[0, W−1] × [0, H−1]``; a box wholly outside or of zero width/height after
+   clipping is refused);
 2. lay the fixed tile grid (:func:`~napari_retsam.sam.tiling.tile_grid`;
    ``tile=None``/0 = the whole image as one window);
 3. embed every window that some box touches, through the
@@ -32,12 +33,13 @@ import numpy as np
 import torch
 
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.sam.boxes import box_in_tile, validate_boxes
 from napari_retsam.sam.embeddings import EmbeddingCache, embedding_signature, image_sha256, signature_key
 from napari_retsam.sam.preprocess import boxes_to_input, postprocess_logits, to_uint8_rgb
 from napari_retsam.sam.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from napari_retsam.sam.tiling import Stitcher, Tile, tile_grid
 
-__all__ = ["Cancelled", "SegmentResult", "Segmenter", "validate_boxes"]
+__all__ = ["Cancelled", "SegmentResult", "Segmenter"]
 
 
 @dataclass
@@ -65,54 +67,6 @@ class SegmentResult:
         """H×W uint8: 0 background, ``l + 1`` where class l is the most probable and ≥ 0.5."""
         best = self.probs.argmax(axis=0)
         return np.where(self.probs.max(axis=0) >= 0.5, best + 1, 0).astype(np.uint8)
-
-
-def validate_boxes(boxes: Any, height: int, width: int) -> np.ndarray:
-    """K×4 float boxes, corners sorted and clipped to the image; bad boxes raise.
-
-    ``None`` means one box over the whole image.
-    """
-    if boxes is None:
-        return np.array([[0.0, 0.0, width - 1.0, height - 1.0]])
-    try:
-        arr = np.asarray(boxes, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise RetsamInputError(f"boxes must be numbers x0,y0,x1,y1, got {boxes!r}") from exc
-    if arr.size == 0:
-        raise RetsamInputError("no boxes given: draw at least one rectangle (or pass --box x0,y0,x1,y1)")
-    if arr.ndim == 1 and arr.shape[0] == 4:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise RetsamInputError(f"boxes must be K×4 (x0, y0, x1, y1), got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise RetsamInputError("box coordinates must be finite numbers")
-    out = np.empty_like(arr)
-    out[:, 0] = np.minimum(arr[:, 0], arr[:, 2])
-    out[:, 2] = np.maximum(arr[:, 0], arr[:, 2])
-    out[:, 1] = np.minimum(arr[:, 1], arr[:, 3])
-    out[:, 3] = np.maximum(arr[:, 1], arr[:, 3])
-    for k, (x0, y0, x1, y1) in enumerate(out):
-        if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
-            raise RetsamInputError(
-                f"box {k + 1} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies wholly outside the {width}×{height} image"
-            )
-    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, width - 1)
-    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, height - 1)
-    for k, (x0, y0, x1, y1) in enumerate(out):
-        if x1 - x0 <= 0 or y1 - y0 <= 0:
-            raise RetsamInputError(
-                f"box {k + 1} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has zero area inside the image"
-            )
-    return out
-
-
-def _box_in_tile(box: np.ndarray, tile: Tile) -> np.ndarray | None:
-    y0, x0, y1, x1 = tile
-    bx0, by0 = max(box[0], x0), max(box[1], y0)
-    bx1, by1 = min(box[2], x1 - 1), min(box[3], y1 - 1)
-    if bx1 - bx0 <= 0 or by1 - by0 <= 0:
-        return None
-    return np.array([bx0 - x0, by0 - y0, bx1 - x0, by1 - y0])
 
 
 def _keep_inside_box(logits: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -199,7 +153,7 @@ class Segmenter:
         prompts: list[tuple[int, int, np.ndarray]] = []  # (tile index, box index, tile-local box)
         for k, box in enumerate(boxes_arr):
             for t, window in enumerate(grid):
-                local = _box_in_tile(box, window)
+                local = box_in_tile(box, window)
                 if local is not None:
                     prompts.append((t, k, local))
         used = sorted({t for t, _, _ in prompts})

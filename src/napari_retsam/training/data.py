@@ -319,7 +319,7 @@ def apply_view(item: TrainItem, spec: ViewSpec) -> TrainItem:
 def prompt_box(region: np.ndarray) -> np.ndarray | None:
     """Bounding box ``(x0, y0, x1, y1)`` of the True pixels of ``region`` in pixel-index
     coordinates (``x1`` = last column, ``y1`` = last row, the convention of
-    :func:`napari_retsam.sam.segmenter.validate_boxes`), float64; ``None`` if empty."""
+    :func:`napari_retsam.sam.boxes.validate_boxes`), float64; ``None`` if empty."""
     from napari_retsam.data.fov import mask_bounding_box
 
     return mask_bounding_box(region)

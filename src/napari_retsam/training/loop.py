@@ -46,6 +46,7 @@ import torch
 
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.io_utils import atomic_save_torch, atomic_write_bytes, ensure_writable_dir
+from napari_retsam.sam.boxes import box_in_tile
 from napari_retsam.training.config import FinetuneConfig
 from napari_retsam.training.data import TrainItem, data_signature, jitter_box, rng_for
 from napari_retsam.training.distributed import (
@@ -58,7 +59,7 @@ from napari_retsam.training.distributed import (
 )
 from napari_retsam.training.embedding_store import EmbeddingStore
 from napari_retsam.training.losses import bsd_terms, combine_bsd_terms
-from napari_retsam.training.units import Unit, UnitSet, box_in_tile, build_units, view_box
+from napari_retsam.training.units import Unit, UnitSet, build_units, view_box
 
 __all__ = ["TrainResult", "TrainingDiverged", "train", "lr_at", "LAST", "BEST", "LOG", "TRAINING_KEY"]
 

@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.sam.boxes import box_in_tile
 from napari_retsam.training.config import FinetuneConfig
 from napari_retsam.training.data import TrainItem, apply_view, prompt_box, view_spec
 
-__all__ = ["Unit", "UnitSet", "build_units", "lowres_target", "box_in_tile", "view_box"]
+__all__ = ["Unit", "UnitSet", "build_units", "lowres_target", "view_box"]
 
 Window = tuple[int, int, int, int]
 
@@ -79,17 +80,6 @@ class UnitSet:
         can change by a window at the border)."""
         units = self.by_view[(item, view)]
         return units[tile % len(units)]
-
-
-def box_in_tile(box: np.ndarray, window: Window) -> np.ndarray | None:
-    """The part of a pixel-index box inside ``window``, in window coordinates (None if none).
-
-    Same rule as the segmenter: ``x0' = max(x0, wx0) − wx0``, ``x1' = min(x1, wx1 − 1) − wx0``
-    (likewise y); an intersection without positive width and height is None.
-    """
-    from napari_retsam.sam.segmenter import _box_in_tile
-
-    return _box_in_tile(np.asarray(box, np.float64), window)
 
 
 def view_box(item: TrainItem, box_from: str) -> np.ndarray:

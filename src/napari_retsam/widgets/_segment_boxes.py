@@ -9,6 +9,7 @@ Rules (the segmentation widget's documented behaviour):
   gives its bounding box, and the widget says so;
 * a box partly outside the image is clipped (the widget says so); a box wholly
   outside, on a slice outside the stack, or of zero width/height is left out
+  (the clip/refuse rule is the engine's, :func:`napari_retsam.sam.boxes.clip_box`)
   with a note naming it (``skip_invalid=True``, what the widget does: one
   stray box never blocks the others), or refused (``skip_invalid=False``);
   when no usable box remains, the first such problem is the error;
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.sam.boxes import OUTSIDE, ZERO_AREA, clip_box
 
 __all__ = ["BoxPlan", "boxes_from_shapes", "image_geometry"]
 
@@ -116,11 +118,10 @@ def boxes_from_shapes(shapes: Any, image: Any, world_point: tuple[float, ...] = 
         name = f"shape {i + 1} ({kind})"
         problem = None
         key: int | None = None
-        cx0, cx1 = max(x0, 0.0), min(x1, width - 1.0)
-        cy0, cy1 = max(y0, 0.0), min(y1, height - 1.0)
-        if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
+        box, refused = clip_box(x0, y0, x1, y1, height, width)  # the engine's rule (sam/boxes.py)
+        if refused == OUTSIDE:
             problem = f"{name} lies wholly outside the image '{image.name}' ({width}×{height} px); move or delete it"
-        elif cx1 - cx0 <= 0 or cy1 - cy0 <= 0:
+        elif refused == ZERO_AREA:
             problem = f"{name} has zero area inside the image '{image.name}'; draw a larger rectangle"
         elif has_slice_coord:
             key = int(round(float(np.median(coords[:, -3]))))
@@ -133,9 +134,9 @@ def boxes_from_shapes(shapes: Any, image: Any, world_point: tuple[float, ...] = 
             continue
         if kind != "rectangle":
             converted[kind] += 1
-        if (cx0, cx1, cy0, cy1) != (x0, x1, y0, y1):
+        if box != (x0, y0, x1, y1):
             clipped += 1
-        plan.boxes.setdefault(key, []).append([cx0, cy0, cx1, cy1])
+        plan.boxes.setdefault(key, []).append(list(box))
     if not plan.boxes:
         if problems:
             raise RetsamInputError(problems[0] if len(problems) == 1
