@@ -22,6 +22,7 @@ from napari_retsam.baseline import (
 )
 from napari_retsam.data.synthetic import synthetic_fundus
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.progress import Cancelled
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +238,8 @@ def test_stack_single_image_and_computed_fov() -> None:
 
 def test_stack_stops_when_asked_and_rejects_bad_shapes() -> None:
     stack = np.zeros((3, 32, 32), np.float32)
-    assert frangi_segment_stack(stack, should_stop=lambda: True) is None
+    with pytest.raises(Cancelled):  # the package's one way to stop (napari_retsam.progress)
+        frangi_segment_stack(stack, should_stop=lambda: True)
     with pytest.raises(RetsamInputError, match="stack"):
         frangi_segment_stack(np.zeros((2, 2, 8, 8)))
     with pytest.raises(RetsamInputError, match="FOV"):

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.sam.boxes import OUTSIDE, ZERO_AREA, box_in_tile, clip_box, validate_boxes
+from napari_retsam.sam.boxes import (
+    OUTSIDE,
+    ZERO_AREA,
+    box_in_tile,
+    clip_box,
+    validate_boxes,
+)
 
 
 def test_clip_box_clips_and_names_the_refusal():

@@ -13,9 +13,13 @@ import torch
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.io_utils import sha256_file
 from napari_retsam.sam import weight_cache
-from napari_retsam.sam.checkpoints import load_sam, save_official_style, save_project_checkpoint
-from napari_retsam.sam.weight_cache import OFFICIAL_CHECKPOINTS, download_checkpoint
+from napari_retsam.sam.checkpoints import (
+    load_sam,
+    save_official_style,
+    save_project_checkpoint,
+)
 from napari_retsam.sam.models import build_sam
+from napari_retsam.sam.weight_cache import OFFICIAL_CHECKPOINTS, download_checkpoint
 
 
 def _state_equal(a: dict, b: dict) -> bool:

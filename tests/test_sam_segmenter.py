@@ -313,7 +313,7 @@ def test_auto_mode_takes_the_whole_image_embedding_from_the_cache(tiny_sam, imag
     result = Segmenter(tiny_sam, cache=cache).segment(image, [[10, 5, 100, 80]], tile=0)
     assert result.n_embedded == 0
     # a cancelled run stops (inside the encoder pass or before a prompt batch)
-    from napari_retsam.sam.progress import Cancelled
+    from napari_retsam.progress import Cancelled
 
     with pytest.raises(Cancelled):
         auto_segment(tiny_sam, image, should_stop=lambda: True, **kwargs)

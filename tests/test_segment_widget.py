@@ -171,7 +171,7 @@ def test_missing_checkpoint_says_where_to_put_it(setup, fundus, qtbot, offline_s
 
 
 def test_cancel_stops_the_worker(setup, fundus, qtbot):
-    from napari_retsam.sam.progress import check_stop
+    from napari_retsam.progress import check_stop
 
     widget, viewer, messages = setup
     viewer.add_image(fundus, name="img", rgb=True)

@@ -44,12 +44,12 @@ This module imports numpy, scipy and scikit-image only (no torch, napari, Qt).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.progress import ProgressFn, StopFn, check_stop, report
 
 __all__ = [
     "FrangiParams",
@@ -280,9 +280,9 @@ def frangi_segment_stack(
     rgb: bool | None = None,
     compute_missing_fov: bool = True,
     params: FrangiParams | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> tuple[np.ndarray, np.ndarray] | None:
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`frangi_segment` on one image or slice by slice on a stack.
 
     Args:
@@ -297,14 +297,16 @@ def frangi_segment_stack(
         params: Frangi parameters (default: tuned on DRIVE training).
         progress: called as ``progress(done, total, message)`` after each slice.
         should_stop: polled before each slice; when it returns True the work
-            stops and the function returns ``None``.
+            stops with :class:`napari_retsam.progress.Cancelled` (the package's one
+            way to stop).
 
     Returns:
         ``(prob, mask)`` with the input's spatial shape (``N×H×W`` for a stack,
-        ``H×W`` for one image), float32 and bool; or ``None`` when stopped.
+        ``H×W`` for one image), float32 and bool.
 
     Raises:
         RetsamInputError: unsupported shape, FOV of another shape, bad threshold.
+        Cancelled: ``should_stop()`` returned True.
     """
     arr = np.asarray(images)
     if rgb is None:
@@ -335,8 +337,7 @@ def frangi_segment_stack(
     probs = np.zeros((n, h, w), np.float32)
     masks = np.zeros((n, h, w), bool)
     for i in range(n):
-        if should_stop is not None and should_stop():
-            return None
+        check_stop(should_stop)
         image = np.asarray(stack[i])
         fov_i = fovs[i]
         if fov_i is None and compute_missing_fov:
@@ -344,8 +345,7 @@ def frangi_segment_stack(
 
             fov_i = compute_fov(image)
         probs[i], masks[i] = frangi_segment(image, fov_i, threshold=threshold, params=params)
-        if progress is not None:
-            progress(i + 1, n, f"Frangi baseline: slice {i + 1}/{n}")
+        report(progress, i + 1, n, f"Frangi baseline: slice {i + 1}/{n}")
     if single:
         return probs[0], masks[0]
     return probs, masks

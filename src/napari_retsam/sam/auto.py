@@ -32,7 +32,7 @@ import numpy as np
 
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.sam.preprocess import to_uint8_rgb
-from napari_retsam.sam.progress import ProgressFn, StopFn, check_stop, report
+from napari_retsam.progress import ProgressFn, StopFn, check_stop, report
 from napari_retsam.sam.segmenter import SegmentResult
 
 __all__ = ["auto_segment"]
@@ -81,7 +81,7 @@ def auto_segment(
     ``cache``: an :class:`~napari_retsam.sam.embeddings.EmbeddingCache` (e.g. a
     :class:`~napari_retsam.sam.segmenter.Segmenter`'s) to take the whole-image
     embedding from and store it in; ``n_embedded`` of the result is 0 when it was
-    cached. Raises :class:`~napari_retsam.sam.progress.Cancelled` when
+    cached. Raises :class:`~napari_retsam.progress.Cancelled` when
     ``should_stop()`` turns True.
     """
     import time

@@ -41,8 +41,14 @@ from typing import Any
 from napari_retsam import __version__
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.io_utils import atomic_save_torch, file_key, load_torch_checkpoint
-from napari_retsam.sam.progress import ProgressFn, StopFn
-from napari_retsam.sam.weight_cache import NOT_DICT, UNREADABLE, WeightsFile, locate_checkpoint, read_weights
+from napari_retsam.progress import ProgressFn, StopFn
+from napari_retsam.sam.weight_cache import (
+    NOT_DICT,
+    UNREADABLE,
+    WeightsFile,
+    locate_checkpoint,
+    read_weights,
+)
 
 __all__ = [
     "PROJECT_FORMAT",

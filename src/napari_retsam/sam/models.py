@@ -247,7 +247,7 @@ class RetsamSam(nn.Module):
         Inference (autograd off) runs :meth:`_inference_encoder` at
         :attr:`encoder_precision`. ``on_block(done, total)`` is called before each
         transformer block of the encoder (sub-progress of one pass); an exception
-        it raises (e.g. :class:`~napari_retsam.sam.progress.Cancelled`) stops the
+        it raises (e.g. :class:`~napari_retsam.progress.Cancelled`) stops the
         pass there, so Cancel never waits for a whole encoder pass.
         """
         if batch.ndim == 3:

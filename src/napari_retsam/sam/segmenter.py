@@ -36,7 +36,7 @@ from napari_retsam.errors import RetsamInputError
 from napari_retsam.sam.boxes import box_in_tile, validate_boxes
 from napari_retsam.sam.embeddings import EmbeddingCache, embedding_signature, image_sha256, signature_key
 from napari_retsam.sam.preprocess import boxes_to_input, postprocess_logits, to_uint8_rgb
-from napari_retsam.sam.progress import Cancelled, ProgressFn, StopFn, check_stop, report
+from napari_retsam.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from napari_retsam.sam.tiling import Stitcher, Tile, tile_grid
 
 __all__ = ["Cancelled", "SegmentResult", "Segmenter"]

@@ -38,8 +38,14 @@ from typing import Any
 
 from napari_retsam import __version__
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.io_utils import atomic_write_bytes, file_key, file_sha256, known_sha256, load_torch_checkpoint
-from napari_retsam.sam.progress import Cancelled, ProgressFn, StopFn, check_stop, report
+from napari_retsam.io_utils import (
+    atomic_write_bytes,
+    file_key,
+    file_sha256,
+    known_sha256,
+    load_torch_checkpoint,
+)
+from napari_retsam.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from napari_retsam.sam.lite_medsam_weights import (
     LITE_MEDSAM_SHA256,
     LITE_MEDSAM_SIZE,
@@ -86,36 +92,6 @@ OFFICIAL_CHECKPOINTS: dict[str, CheckpointInfo] = {
     "vit_h": CheckpointInfo("vit_h", _BASE_URL + "sam_vit_h_4b8939.pth", "4b8939a88964f0f4ff5f5b2642c598a6",
                             2_564_550_879),
 }
-
-
-def cache_root() -> Path:
-    """``$RETSAM_CACHE`` or the platform's per-user cache folder for napari-retsam."""
-    env = os.environ.get("RETSAM_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("napari-retsam"))
-
-
-def checkpoint_dir() -> Path:
-    """Folder of downloaded official checkpoints (``<cache>/checkpoints``)."""
-    return cache_root() / "checkpoints"
-
-
-def missing_checkpoint_message(model_type: str, reason: str, dest: Path | None = None) -> str:
-    """One line: why there is no checkpoint, which URL to fetch and where to put it."""
-    info = OFFICIAL_CHECKPOINTS.get(model_type)
-    if info is None:
-        return (
-            f"no checkpoint for model type {model_type!r} ({reason}); "
-            "pass a checkpoint file (--checkpoint FILE or the widget's checkpoint field)"
-        )
-    dest = dest or checkpoint_dir() / info.filename
-    return (
-        f"no {model_type} checkpoint at {dest} ({reason}); download {info.url} "
-        f"(MD5 {info.md5}) and put it at {dest}, or pass a local file with --checkpoint FILE / the widget's checkpoint field"
-    )
 
 
 def cache_root() -> Path:

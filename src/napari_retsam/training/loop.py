@@ -21,7 +21,8 @@ and epoch, every tile of it), with
   k steps + stop + resume + N − k steps;
 * ``should_stop()`` is polled after every micro-batch: the run stops at the
   last completed optimizer step (within one step), writes ``last.pt`` and
-  returns ``status="stopped"``;
+  raises :class:`~napari_retsam.progress.Cancelled` whose ``partial`` is the
+  :class:`TrainResult` with ``status="stopped"`` (the package's one way to stop);
 * a non-finite loss raises :class:`TrainingDiverged` naming the step, without
   writing the bad weights (the previous ``last.pt`` stays the last good one).
 
@@ -45,7 +46,12 @@ import numpy as np
 import torch
 
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.io_utils import atomic_save_torch, atomic_write_bytes, ensure_writable_dir
+from napari_retsam.io_utils import (
+    atomic_save_torch,
+    atomic_write_bytes,
+    ensure_writable_dir,
+)
+from napari_retsam.progress import STOPPED, Cancelled, ProgressFn, StopFn
 from napari_retsam.sam.boxes import box_in_tile
 from napari_retsam.training.config import FinetuneConfig
 from napari_retsam.training.data import TrainItem, data_signature, jitter_box, rng_for
@@ -68,9 +74,7 @@ BEST = "best.pt"
 LOG = "metrics.jsonl"
 TRAINING_KEY = "training"
 
-ProgressFn = Callable[[int, int, str], None]
 EventFn = Callable[[dict[str, Any]], None]
-StopFn = Callable[[], bool]
 
 
 class TrainingDiverged(RetsamInputError):
@@ -86,7 +90,7 @@ class TrainResult:
     validation or checkpoint writing); ``wall_seconds`` = the whole call.
     """
 
-    status: str  # "finished" | "max_steps" | "stopped"
+    status: str  # "finished" | "max_steps" | "stopped" (STOPPED: only as Cancelled.partial)
     step: int
     epoch: int
     out_dir: Path
@@ -200,7 +204,11 @@ def _load_resume(path: str | Path) -> dict[str, Any]:
     """Read a ``last.pt``/``best.pt`` to resume from; every field is checked (one line naming the file
     and the field when one is missing, of the wrong type, out of range or holds NaN/inf)."""
     from napari_retsam.checkpoint_fields import CheckpointFields
-    from napari_retsam.sam.checkpoints import PROJECT_FORMAT, read_checkpoint, validate_project_checkpoint
+    from napari_retsam.sam.checkpoints import (
+        PROJECT_FORMAT,
+        read_checkpoint,
+        validate_project_checkpoint,
+    )
 
     state = read_checkpoint(path)
     if state.get("format") != PROJECT_FORMAT or TRAINING_KEY not in state:
@@ -406,7 +414,8 @@ def train(
     ``progress(done_steps, total_steps, message)`` after every optimizer step and
     during preparation; ``on_event(record)`` with every log record
     (``{"kind": "step", ...}`` / ``{"kind": "val", ...}``); ``should_stop()``
-    polled after every micro-batch. Writes ``out_dir/last.pt``, ``best.pt``,
+    polled after every micro-batch: a stop writes ``last.pt`` and raises
+    :class:`~napari_retsam.progress.Cancelled` with the partial result. Writes ``out_dir/last.pt``, ``best.pt``,
     ``metrics.jsonl`` (rank 0 only in a distributed run).
     """
     config.validate()
@@ -458,14 +467,12 @@ def train(
         n_tiles_done[0] += 1
         tell(0, 0, f"embedding tile {n_tiles_done[0]}")
         if should_stop is not None and should_stop():
-            raise _StopPreparing()
+            message = "stopped while computing embeddings"
+            raise Cancelled(message, partial=TrainResult(STOPPED, 0, 0, out_dir, None, {}, [], message))
         return key
 
-    try:
-        train_set = build_units(train_items, config, config.n_views, model.img_size, register,
-                                lowres=4 * model.config.embedding_size)
-    except _StopPreparing:
-        return TrainResult("stopped", 0, 0, out_dir, None, {}, [], "stopped while computing embeddings")
+    train_set = build_units(train_items, config, config.n_views, model.img_size, register,
+                            lowres=4 * model.config.embedding_size)
     barrier(ctx)
     store.fill_from_disk()
 
@@ -648,11 +655,11 @@ def train(
             wants_stop = should_stop() if should_stop is not None else False
             if all_reduce_flag(wants_stop, ctx):
                 optimizer.zero_grad(set_to_none=True)  # drop a half-accumulated step
-                status = "stopped"
+                status = STOPPED
                 message = f"stopped by the user after step {pos.step}"
                 stop_now = True
                 break
-        if status == "stopped":
+        if status == STOPPED:
             save("last", pos)
             break
         # epoch finished (or max_steps reached): validate, checkpoint
@@ -682,9 +689,9 @@ def train(
         what = {"max_steps": "reached max-steps", "finished": "finished"}.get(status, status)
         message = f"{what} after {pos.step} steps"
     tell(pos.step, total_steps, message)
-    return TrainResult(status, pos.step, pos.epoch, out_dir, best_score, last_metrics, history, message, rate,
-                       elapsed)
+    result = TrainResult(status, pos.step, pos.epoch, out_dir, best_score, last_metrics, history, message, rate,
+                         elapsed)
+    if status == STOPPED:
+        raise Cancelled(message, partial=result)
+    return result
 
-
-class _StopPreparing(Exception):
-    """Internal: ``should_stop`` fired while the embeddings were being computed."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.sam.progress import ProgressFn, StopFn, check_stop
+from napari_retsam.progress import ProgressFn, StopFn, check_stop
 
 __all__ = ["EngineKey", "SegmentEngine", "SliceResult"]
 

@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 
 from napari_retsam.baseline import DEFAULT_THRESHOLD, frangi_segment_stack
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.progress import Cancelled
 from napari_retsam.widgets._common import (
     ProgressRelay,
     add_or_update_layer,
@@ -239,6 +240,9 @@ class BaselineWidget(QWidget):
             self._set_status("cancelling ...")
 
     def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):  # the package's one way to stop (napari_retsam.progress)
+            self._set_status("cancelled")
+            return
         self._set_status(f"failed: {exc}")
         if isinstance(exc, RetsamInputError):
             worker_error_handler(exc)
@@ -260,11 +264,7 @@ class BaselineWidget(QWidget):
     def _set_status(self, text: str) -> None:
         self.status_label.setText(text)
 
-    def _on_result(self, layer: Image, threshold: float,
-                   result: tuple[np.ndarray, np.ndarray] | None) -> None:
-        if result is None:
-            self._set_status("cancelled")
-            return
+    def _on_result(self, layer: Image, threshold: float, result: tuple[np.ndarray, np.ndarray]) -> None:
         prob, mask = result
         common = {"scale": layer.scale[: prob.ndim], "translate": layer.translate[: prob.ndim]}
         prob_name, mask_name = f"{layer.name} frangi prob", f"{layer.name} frangi mask"

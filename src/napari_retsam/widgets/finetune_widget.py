@@ -48,7 +48,6 @@ from typing import Any
 import napari
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -74,8 +73,9 @@ from qtpy.QtWidgets import (
 from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.options import USER_MODEL_TYPES
+from napari_retsam.progress import Cancelled
 from napari_retsam.training.config import FinetuneConfig
-from napari_retsam.widgets._common import notify_user_errors, show_info, worker_error_handler
+from napari_retsam.widgets._common import make_worker, notify_user_errors, show_info, worker_error_handler
 from napari_retsam.widgets._models import RegisteredModel, register_model
 
 _DEFAULTS = FinetuneConfig()  # the recipe's defaults (training.config imports no torch)
@@ -471,11 +471,12 @@ class FinetuneWidget(QWidget):
                 self._relay.records.emit(list(pending))
                 pending.clear()
 
-        result = finetune(options, config, out, resume=resume, progress=progress, on_event=on_event,
-                          should_stop=self._stop.is_set)
-        if pending:
-            self._relay.records.emit(list(pending))
-        return result
+        try:
+            return finetune(options, config, out, resume=resume, progress=progress, on_event=on_event,
+                            should_stop=self._stop.is_set)
+        finally:  # also when Stop ends the run with Cancelled
+            if pending:
+                self._relay.records.emit(list(pending))
 
     @notify_user_errors
     def start(self) -> Any:
@@ -498,7 +499,7 @@ class FinetuneWidget(QWidget):
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self._config = config
-        worker = create_worker(self._job, options, config, out, resume, threads, _start_thread=False)
+        worker = make_worker(self._job, options, config, out, resume, threads)  # errors (Cancelled too): _on_errored
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_finished)
@@ -510,8 +511,9 @@ class FinetuneWidget(QWidget):
         """Ask the run to stop after the current step (``last.pt`` keeps the progress).
 
         Cooperative only (the loop polls the flag after every micro-batch): the
-        worker is not ``quit()``, so its ``returned`` signal still delivers the
-        result of the stopped run.
+        worker is not ``quit()``; the run raises
+        :class:`~napari_retsam.progress.Cancelled`, whose ``partial`` result is
+        shown like a finished one.
         """
         self._stop.set()
         self.status_label.setText("stopping after the current step…")
@@ -553,6 +555,9 @@ class FinetuneWidget(QWidget):
             show_info(f"fine-tuned model {entry.name} is now offered in the segmentation widget")
 
     def _on_errored(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled) and exc.partial is not None:  # Stop: last.pt written, result kept
+            self._on_returned(exc.partial)
+            return
         self.status_label.setText(f"stopped: {exc}")
         worker_error_handler(exc)
 

@@ -70,7 +70,7 @@ from qtpy.QtWidgets import (
 
 from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.sam.progress import Cancelled
+from napari_retsam.progress import Cancelled
 from napari_retsam.widgets._common import (
     ProgressRelay,
     add_or_update_layer,
