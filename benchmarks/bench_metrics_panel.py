@@ -31,7 +31,7 @@ import numpy as np
 from napari_retsam.baseline import frangi_probability
 from napari_retsam.data import open_dataset
 from napari_retsam.metrics import evaluate_set
-from napari_retsam.widgets._metrics_compute import PanelRequest, PredictionInput, compute_panel
+from napari_retsam.metrics.panel import PanelRequest, PredictionInput, compute_panel
 
 
 def best_of(repeat: int, func) -> float:  # noqa: ANN001 - a zero-argument callable

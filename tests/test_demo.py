@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from napari_retsam.cli.main import main
-from napari_retsam.comparison import COLUMNS
+from napari_retsam.evaluation.comparison import COLUMNS
 
 pytestmark = pytest.mark.slow
 

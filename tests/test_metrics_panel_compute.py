@@ -10,7 +10,7 @@ import pytest
 
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.metrics import evaluate, evaluate_set
-from napari_retsam.widgets._metrics_compute import (
+from napari_retsam.metrics.panel import (
     EXPORT_HEADER,
     TABLE_HEADER,
     PanelRequest,

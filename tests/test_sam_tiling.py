@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.sam.tiling import Stitcher, blend_weights, stitch, tile_grid
+from napari_retsam.sam.tiling import Stitcher, blend_weights, tile_grid
+
+
+def stitch(shape, tiles, values, overlap, fill=np.nan):
+    """Blend one array per tile through :class:`Stitcher` (the segmenter's use of it)."""
+    stitcher = Stitcher(shape, overlap)
+    for tile, value in zip(tiles, values, strict=True):
+        stitcher.add(tile, value)
+    return stitcher.result(fill)
 
 
 def _crop(full: np.ndarray, tile):

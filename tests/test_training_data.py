@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_retsam.data.fov import mask_bounding_box
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.training.config import FinetuneConfig
 from napari_retsam.training.data import (
@@ -18,7 +19,6 @@ from napari_retsam.training.data import (
     items_from_folder,
     jitter_box,
     mix_synthetic,
-    prompt_box,
     rng_for,
     split_train_val,
     view_spec,
@@ -130,8 +130,8 @@ def test_colour_jitter_formula() -> None:
 def test_prompt_box_and_jitter() -> None:
     region = np.zeros((10, 12), bool)
     region[2:6, 3:9] = True
-    assert prompt_box(region).tolist() == [3, 2, 8, 5]
-    assert prompt_box(np.zeros((3, 3), bool)) is None
+    assert mask_bounding_box(region).tolist() == [3, 2, 8, 5]
+    assert mask_bounding_box(np.zeros((3, 3), bool)) is None
     box = np.array([3.0, 2.0, 8.0, 5.0])
     assert np.array_equal(jitter_box(box, 0.0, rng_for(0), 12, 10), box)
     for seed in range(50):

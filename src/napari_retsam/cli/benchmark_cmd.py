@@ -8,7 +8,7 @@
                      [--tile PX] [--overlap PX] [--threshold T] [--device D]
                      [--download] [--skip-auto] [--auto-points N]
 
-Rows and protocol: :mod:`napari_retsam.method_benchmark`. Writes ``table.md``,
+Rows and protocol: :mod:`napari_retsam.evaluation.benchmark`. Writes ``table.md``,
 ``table.csv`` and ``protocol.json`` into ``--out``. Only the standard library is
 imported at module level.
 """
@@ -87,7 +87,7 @@ def _check_before_rows(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_retsam.errors import RetsamInputError
-    from napari_retsam.method_benchmark import BenchmarkOptions, run_benchmark
+    from napari_retsam.evaluation.benchmark import BenchmarkOptions, run_benchmark
 
     if args.limit < 0:
         raise RetsamInputError(f"--limit must be >= 0, got {args.limit}")

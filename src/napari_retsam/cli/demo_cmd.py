@@ -7,7 +7,7 @@
                 [--finetune-steps N] [--model-type T] [--checkpoint F] [--no-download]
                 [--tile PX] [--device D] [--seed S] [--json]
 
-See :mod:`napari_retsam.demo` for the stages. Only the standard library is
+See :mod:`napari_retsam.evaluation.demo` for the stages. Only the standard library is
 imported at module level.
 """
 
@@ -94,7 +94,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_retsam.demo import DemoOptions, run_demo
+    from napari_retsam.evaluation.demo import DemoOptions, run_demo
     from napari_retsam.errors import RetsamInputError
 
     if args.root and not args.dataset:

@@ -86,7 +86,9 @@ class Generator(nn.Module):
         self.project = nn.Linear(config.z_dim, ch[0] * 16)
         if self.conditional:
             # Encoder: full resolution → 4×4, keeping the feature map of every level as a skip.
-            self.enc_in = nn.Sequential(nn.Conv2d(2, ch[self.n_up], 3, padding=1), nn.LeakyReLU(0.2))
+            # PixelNorm here too: with N(0, 0.02) weights an unnormalised full-resolution skip is
+            # ~50x weaker than the decoder features it joins, and thin vessels then never reach the image.
+            self.enc_in = nn.Sequential(nn.Conv2d(2, ch[self.n_up], 3, padding=1), PixelNorm(), nn.LeakyReLU(0.2))
             self.enc_down = nn.ModuleList(
                 nn.Sequential(nn.Conv2d(ch[j], ch[j - 1], 4, stride=2, padding=1), PixelNorm(), nn.LeakyReLU(0.2))
                 for j in range(self.n_up, 0, -1)

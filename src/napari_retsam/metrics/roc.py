@@ -40,9 +40,14 @@ from __future__ import annotations
 import numpy as np
 
 from napari_retsam.errors import RetsamInputError, UndefinedMetricError
-from napari_retsam.metrics.validation import _as_array, as_fov, as_gold, check_same_shape
+from napari_retsam.metrics.validation import (
+    _as_array,
+    as_fov,
+    as_gold,
+    check_same_shape,
+)
 
-__all__ = ["roc_auc", "roc_curve", "auc_from_flat", "curve_from_flat", "flat_scores_and_gold"]
+__all__ = ["roc_auc", "roc_curve", "auc_from_flat", "curve_from_flat", "flat_scores_and_gold", "thin_curve"]
 
 #: Integer score ranges up to this many distinct values use histograms, not sorting.
 _BINCOUNT_MAX_RANGE = 1 << 16
@@ -201,3 +206,13 @@ def roc_curve(
     """
     s, g = flat_scores_and_gold(scores, gold, fov, gold_class=gold_class)
     return curve_from_flat(s, g, drop_intermediate=drop_intermediate)
+
+
+def thin_curve(fpr: np.ndarray, tpr: np.ndarray, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Subsample a long ROC curve for drawing: at most ``max_points`` evenly spaced points,
+    both end points kept (the metrics panel and the report figures)."""
+    n = len(fpr)
+    if n <= max_points:
+        return np.asarray(fpr), np.asarray(tpr)
+    idx = np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
+    return np.asarray(fpr)[idx], np.asarray(tpr)[idx]

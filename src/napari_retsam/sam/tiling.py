@@ -28,7 +28,7 @@ import numpy as np
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.options import check_tile
 
-__all__ = ["Stitcher", "Tile", "blend_weights", "stitch", "tile_grid"]
+__all__ = ["Stitcher", "Tile", "blend_weights", "tile_grid"]
 
 Tile = tuple[int, int, int, int]
 
@@ -102,13 +102,3 @@ class Stitcher:
         covered = self.covered
         np.divide(self._acc, self._wsum, out=out, where=np.broadcast_to(covered, self.shape))
         return out.astype(np.float32)
-
-
-def stitch(
-    shape: tuple[int, ...], tiles: list[Tile], values: list[np.ndarray], overlap: int, fill: float = np.nan
-) -> np.ndarray:
-    """Blend ``values[k]`` (one array per tile) into one float32 map of ``shape``."""
-    stitcher = Stitcher(shape, overlap)
-    for tile, value in zip(tiles, values, strict=True):
-        stitcher.add(tile, value)
-    return stitcher.result(fill)

@@ -15,7 +15,7 @@ Pure numpy (no torch at module level). The pipeline is
    jitter of brightness/contrast/saturation) drawn from ``(seed, item, view)``.
    A view is applied to the image *before* embedding, so each view has its own
    cached embedding; the mask and FOV get the same geometric transform;
-4. **box prompts** (:func:`prompt_box`, :func:`jitter_box`): the bounding box of
+4. **box prompts** (:func:`napari_retsam.data.fov.mask_bounding_box`, :func:`jitter_box`): the bounding box of
    the FOV (or of the vessels) in a tile, each side moved by a uniform random
    offset of up to ``box_jitter`` × the box side at every step.
 
@@ -47,7 +47,6 @@ __all__ = [
     "view_spec",
     "apply_view",
     "rng_for",
-    "prompt_box",
     "jitter_box",
     "data_signature",
 ]
@@ -314,15 +313,6 @@ def apply_view(item: TrainItem, spec: ViewSpec) -> TrainItem:
 
 
 # ---------------------------------------------------------------------------- prompts
-
-
-def prompt_box(region: np.ndarray) -> np.ndarray | None:
-    """Bounding box ``(x0, y0, x1, y1)`` of the True pixels of ``region`` in pixel-index
-    coordinates (``x1`` = last column, ``y1`` = last row, the convention of
-    :func:`napari_retsam.sam.boxes.validate_boxes`), float64; ``None`` if empty."""
-    from napari_retsam.data.fov import mask_bounding_box
-
-    return mask_bounding_box(region)
 
 
 def jitter_box(box: np.ndarray, jitter: float, rng: np.random.Generator, width: int, height: int) -> np.ndarray:

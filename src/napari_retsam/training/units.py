@@ -32,10 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_retsam.data.fov import mask_bounding_box
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.sam.boxes import box_in_tile
 from napari_retsam.training.config import FinetuneConfig
-from napari_retsam.training.data import TrainItem, apply_view, prompt_box, view_spec
+from napari_retsam.training.data import TrainItem, apply_view, view_spec
 
 __all__ = ["Unit", "UnitSet", "build_units", "lowres_target", "view_box"]
 
@@ -86,7 +87,7 @@ def view_box(item: TrainItem, box_from: str) -> np.ndarray:
     """The prompt box of an item: bounding box of its FOV (``"fov"``) or vessels; the whole
     image when that region is empty (e.g. a mask with no vessels)."""
     region = item.fov if box_from == "fov" else item.mask
-    box = prompt_box(region)
+    box = mask_bounding_box(region)
     if box is None:
         height, width = item.mask.shape
         box = np.array([0.0, 0.0, width - 1.0, height - 1.0])

@@ -3,7 +3,7 @@
 Numbers are shown with 4 decimals; an undefined value (AUC of a binary
 prediction, AUC when the gold standard has one class only) shows ``n/a`` with
 the reason as the cell's tooltip. The copy / CSV text comes from the same rows
-(:func:`napari_retsam.widgets._metrics_compute.rows_to_text`) with full
+(:func:`napari_retsam.metrics.panel.rows_to_text`) with full
 precision, so what is exported never differs from what the engine computed.
 """
 
@@ -15,7 +15,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QFont, QFontMetrics
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
-from napari_retsam.widgets._metrics_compute import METRIC_COLUMNS, TABLE_HEADER, TableRow
+from napari_retsam.metrics.panel import METRIC_COLUMNS, TABLE_HEADER, TableRow
 
 __all__ = ["MetricsTable"]
 

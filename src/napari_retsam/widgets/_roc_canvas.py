@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 
-from napari_retsam.widgets._metrics_compute import RocCurve
+from napari_retsam.metrics.panel import RocCurve
 
 __all__ = ["RocCanvas"]
 

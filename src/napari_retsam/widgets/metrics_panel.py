@@ -5,7 +5,7 @@ is vessel; an Image layer = probabilities in [0, 1], or a binary image; an 8-bit
 Image is read as probability × 255 unless it only holds 0/255), a gold standard
 (Labels or binary Image; a multi-class label image needs the vessel class) and
 an optional field-of-view (FOV) layer. One engine call
-(:func:`napari_retsam.widgets._metrics_compute.compute_panel`, which uses
+(:func:`napari_retsam.metrics.panel.compute_panel`, which uses
 :mod:`napari_retsam.metrics` only). Out: a table (PA, Se, Sp, AUC, F1, IoU,
 MCC per prediction; stacks give per-slice rows plus a pooled row), a ROC plot
 (one pooled curve per probability prediction, AUC in the legend), and an error
@@ -63,7 +63,7 @@ from qtpy.QtWidgets import (
 
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.widgets._common import make_worker, show_error, show_info
-from napari_retsam.widgets._metrics_compute import (
+from napari_retsam.metrics.panel import (
     DEFAULT_WORKER_MIN_PIXELS,
     ERROR_CODES,
     PanelRequest,

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_retsam.comparison import Comparison
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.evaluation.comparison import Comparison
 from napari_retsam.options import DEFAULT_MODEL_TYPE
 
 ProgressFn = Callable[[int, int, str], None]
@@ -216,8 +216,9 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None)
 
 def _roc_figure(path: Path, predictions: dict[str, Any], golds: list[np.ndarray], fovs: list[np.ndarray]) -> None:
     """ROC curves (pooled FOV pixels) of every row that ran, with their AUCs."""
-    from napari_retsam.figures import save_roc_plot, thin_curve
+    from napari_retsam.evaluation.figures import save_roc_plot
     from napari_retsam.metrics import roc_auc, roc_curve
+    from napari_retsam.metrics.roc import thin_curve
 
     curves = []
     gold = np.concatenate([g[f] for g, f in zip(golds, fovs)])

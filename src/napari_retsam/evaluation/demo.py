@@ -170,11 +170,12 @@ def run_demo(options: DemoOptions, progress: ProgressFn | None = None,
              say: Callable[[str], None] | None = None) -> DemoResult:
     """Run every stage (see the module docstring) and write the outputs to ``options.out``."""
     from napari_retsam.baseline import frangi_probability
-    from napari_retsam.comparison import Comparison
-    from napari_retsam.figures import error_overlay, save_png, save_roc_plot, thin_curve
+    from napari_retsam.evaluation.benchmark import fov_box
+    from napari_retsam.evaluation.comparison import Comparison
+    from napari_retsam.evaluation.figures import error_overlay, save_png, save_roc_plot
     from napari_retsam.io_utils import ensure_writable_dir
-    from napari_retsam.method_benchmark import fov_box
     from napari_retsam.metrics import evaluate_set, roc_curve
+    from napari_retsam.metrics.roc import thin_curve
 
     out = ensure_writable_dir(options.out)
     say = say or (lambda message: None)

@@ -34,6 +34,7 @@ import numpy as np
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.io_utils import atomic_write_bytes
 from napari_retsam.metrics import Metrics, evaluate, evaluate_set, roc_curve
+from napari_retsam.metrics.roc import thin_curve
 from napari_retsam.metrics.validation import (
     as_fov,
     as_gold,
@@ -345,9 +346,7 @@ def _curve_for(
     """Pooled ROC curve; thinned to at most ``_MAX_CURVE_POINTS`` points for drawing."""
     # with sigmoid=True the data are logits: they rank pixels exactly as the probabilities do
     fpr, tpr, _ = roc_curve(data, request.gold, fov, gold_class=request.gold_class)
-    if fpr.size > _MAX_CURVE_POINTS:
-        keep = np.unique(np.linspace(0, fpr.size - 1, _MAX_CURVE_POINTS).round().astype(np.int64))
-        fpr, tpr = fpr[keep], tpr[keep]
+    fpr, tpr = thin_curve(fpr, tpr, _MAX_CURVE_POINTS)
     return RocCurve(name=name, fpr=fpr, tpr=tpr, auc=float(auc))
 
 

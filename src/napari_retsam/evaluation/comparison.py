@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,14 +145,3 @@ def _finite_or_none(value: float | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def comparison_from_reports(named: Sequence[tuple[str, SetReport | str]], protocol: dict[str, Any]) -> Comparison:
-    """Build a :class:`Comparison` from ``(name, report-or-skip-reason)`` pairs."""
-    table = Comparison(protocol=dict(protocol))
-    for name, item in named:
-        if isinstance(item, str):
-            table.add(name, skipped=item)
-        else:
-            table.add(name, item)
-    return table

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_retsam.io_utils import atomic_write_bytes
+from napari_retsam.metrics.panel import ERROR_CODES, error_codes
 
 #: RGB colours of the error overlay (also used in the README legend).
 OVERLAY_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -27,10 +28,10 @@ def error_overlay(image: np.ndarray, pred: np.ndarray, gold: np.ndarray,
     """RGB uint8 overlay: TP green, FP magenta, FN blue over a dimmed image.
 
     ``pred`` and ``gold`` are binary H×W masks; pixels outside ``fov`` are not
-    coloured. ``alpha`` is the opacity of the colours (0..1).
+    coloured. Which pixel is TP/FP/FN is :func:`napari_retsam.metrics.panel.error_codes`,
+    the metrics panel's overlay rule. ``alpha`` is the opacity of the colours (0..1).
     """
-    pred = np.asarray(pred, dtype=bool)
-    gold = np.asarray(gold, dtype=bool)
+    codes = error_codes(np.asarray(pred, dtype=bool), np.asarray(gold, dtype=bool), fov)  # the panel's rule
     base = np.asarray(image)
     if base.ndim == 2:
         base = np.repeat(base[..., None], 3, axis=2)
@@ -38,13 +39,8 @@ def error_overlay(image: np.ndarray, pred: np.ndarray, gold: np.ndarray,
     if base.max(initial=0) > 1.5:
         base = base / 255.0
     out = base * 0.6
-    region = np.ones(pred.shape, bool) if fov is None else np.asarray(fov, dtype=bool)
-    masks = {
-        "TP": pred & gold & region,
-        "FP": pred & ~gold & region,
-        "FN": ~pred & gold & region,
-    }
-    for name, m in masks.items():
+    for name, code in ERROR_CODES.items():
+        m = codes == code
         colour = np.array(OVERLAY_COLOURS[name], np.float32) / 255.0
         out[m] = (1 - alpha) * out[m] + alpha * colour
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -83,12 +79,3 @@ def save_roc_plot(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.n
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return atomic_write_bytes(path, buf.getvalue())
-
-
-def thin_curve(fpr: np.ndarray, tpr: np.ndarray, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """Subsample a long ROC curve for plotting (keeps both end points)."""
-    n = len(fpr)
-    if n <= max_points:
-        return np.asarray(fpr), np.asarray(tpr)
-    idx = np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
-    return np.asarray(fpr)[idx], np.asarray(tpr)[idx]
