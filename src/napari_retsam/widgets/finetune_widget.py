@@ -72,7 +72,7 @@ from qtpy.QtWidgets import (
 
 from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.options import USER_MODEL_TYPES
+from napari_retsam.options import DEVICE_CHOICES, USER_MODEL_TYPES
 from napari_retsam.progress import Cancelled
 from napari_retsam.training.config import FinetuneConfig
 from napari_retsam.widgets._common import make_worker, notify_user_errors, show_info, worker_error_handler
@@ -266,7 +266,7 @@ class FinetuneWidget(QWidget):
         self.val_fraction.setSingleStep(0.05)
         self.val_fraction.setValue(_DEFAULTS.val_fraction)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_combo.addItems(list(DEVICE_CHOICES))
         self.full_check = QCheckBox("full fine-tuning (encoder too)")
 
         # model and output
