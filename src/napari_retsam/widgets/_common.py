@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QEvent, QObject, QTimer, Signal
 
 from napari_retsam.errors import RetsamInputError
 
@@ -68,6 +68,7 @@ __all__ = [
     "DERIVED_IMAGE_SUFFIXES",
     "FOV_HINTS",
     "add_or_update_layer",
+    "dock_as_tab",
     "find_fov_layer",
     "fov_fits",
     "is_derived_image",
@@ -205,3 +206,111 @@ def add_or_update_layer(viewer: Any, layer_type: type, name: str, data: Any, **a
         viewer.layers.remove(existing)
     add = getattr(viewer, f"add_{layer_type.__name__.lower()}")
     return add(data, name=name, **add_kwargs)
+
+
+# ---------------------------------------------------------------------------- docking
+#: napari names the dock of a widget opened from the Plugins menu "<display name> (napari-retsam)".
+PLUGIN_DOCK_SUFFIX = "(napari-retsam)"
+#: Dynamic properties: on a plugin widget (``dock_as_tab``), on a dock already placed, on a watched window.
+_WIDGET_PROPERTY = "napari_retsam_widget"
+_PLACED_PROPERTY = "napari_retsam_placed"
+_WATCHED_PROPERTY = "napari_retsam_watched"
+
+
+def _dock_of(widget: Any) -> Any:
+    """The QDockWidget holding ``widget`` (napari wraps it in a container first), or None."""
+    from qtpy.QtWidgets import QDockWidget
+
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    return parent
+
+
+def _is_plugin_dock(dock: Any) -> bool:
+    from qtpy.QtWidgets import QWidget
+
+    if str(dock.objectName()).endswith(PLUGIN_DOCK_SUFFIX):
+        return True
+    inner = dock.widget()
+    return inner is not None and (bool(inner.property(_WIDGET_PROPERTY))
+                                  or any(w.property(_WIDGET_PROPERTY) for w in inner.findChildren(QWidget)))
+
+
+def _place_dock(window: Any, dock: Any, height_before: int | None) -> None:
+    """Tabify a plugin ``dock`` onto the last plugin dock in its area of ``window`` (main thread).
+
+    The window keeps the height it had before the dock came (``height_before``), or, when
+    that is unknown, is brought back within the screen should it have grown taller."""
+    from qtpy.QtWidgets import QApplication
+
+    try:
+        if dock.property(_PLACED_PROPERTY) or dock.parentWidget() is not window or not _is_plugin_dock(dock):
+            return
+        dock.setProperty(_PLACED_PROPERTY, True)
+        if dock.isFloating():
+            return
+        area = window.dockWidgetArea(dock)
+        siblings = [d for d in window.findChildren(type(dock)) if d is not dock and d.parentWidget() is window
+                    and not d.isFloating() and window.dockWidgetArea(d) == area and _is_plugin_dock(d)]
+        if not siblings:
+            return
+        window.tabifyDockWidget(siblings[-1], dock)
+        dock.show()
+        dock.raise_()  # the widget just opened is the tab shown
+        if window.isMaximized() or window.isFullScreen():
+            return
+        screen = window.screen() if hasattr(window, "screen") else QApplication.primaryScreen()
+        limit = screen.availableGeometry().height() if screen is not None else window.height()
+        target = min(height_before if height_before is not None else window.height(), limit)
+        if window.height() > target:
+            window.resize(window.width(), max(target, window.minimumSizeHint().height()))
+    except RuntimeError:  # the window or dock is being destroyed
+        pass
+
+
+class _WindowWatcher(QObject):
+    """Event filter on napari's main window: every plugin dock added later is tabified."""
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        from qtpy.QtWidgets import QDockWidget
+
+        if event.type() == QEvent.Type.ChildAdded and isinstance(event.child(), QDockWidget):
+            window, dock, height = obj, event.child(), obj.height()  # height before the layout grows
+            QTimer.singleShot(0, lambda: _place_dock(window, dock, height))
+        return False
+
+
+def dock_as_tab(widget: Any) -> None:
+    """Make ``widget`` and the plugin's other widgets share one tabbed dock.
+
+    napari docks a widget opened from **Plugins › RetSAM vessels** on the right,
+    below the ones already there (a manifest cannot ask for tabs), and the main
+    window grows to the sum of their heights: about 2,800 px with all five open.
+    Called from each widget's ``__init__``: once the widget is docked in the
+    viewer's main window, its dock becomes a tab of the plugin's last dock in the
+    same area and is raised, and a watcher on the window does the same for every
+    plugin dock opened afterwards (any "… (napari-retsam)" dock, whatever its
+    widget does), keeping the window's height. A floating dock, or one the user
+    dragged to another area, is left alone; widgets never docked are unaffected.
+    """
+    widget.setProperty(_WIDGET_PROPERTY, True)
+    ref = weakref.ref(widget)
+
+    def docked() -> None:  # after napari's add_dock_widget has returned
+        target = ref()
+        if target is None:
+            return
+        try:
+            dock = _dock_of(target)
+            window = None if dock is None else dock.parentWidget()
+            if window is None or not hasattr(window, "tabifyDockWidget"):
+                return
+            if not window.property(_WATCHED_PROPERTY):
+                window.setProperty(_WATCHED_PROPERTY, True)
+                window.installEventFilter(_WindowWatcher(window))
+            _place_dock(window, dock, None)
+        except RuntimeError:
+            pass
+
+    QTimer.singleShot(0, docked)

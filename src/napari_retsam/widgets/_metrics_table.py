@@ -24,7 +24,17 @@ _FONT_PX = 11  # a compact font so that the seven metric columns fit a dock widg
 
 
 class MetricsTable(QTableWidget):
-    """Read-only table of :class:`TableRow` values."""
+    """Read-only table of :class:`TableRow` values.
+
+    The table asks for the room its rows and columns need (:meth:`fit_to_rows`, called
+    on every :meth:`set_rows`): its minimum height holds every row up to
+    :attr:`MAX_VISIBLE_ROWS` (more rows scroll) and its minimum width every visible
+    column, so a typical table is read without scrollbars.
+    """
+
+    #: Rows shown without scrolling: e.g. three predictions on a four-image stack with
+    #: their pooled/mean/std rows would need 21, one prediction on five images 8.
+    MAX_VISIBLE_ROWS = 12
 
     def __init__(self, parent=None) -> None:  # noqa: ANN001 - a QWidget or None
         super().__init__(0, len(TABLE_HEADER), parent)
@@ -60,6 +70,7 @@ class MetricsTable(QTableWidget):
             if item is not None and name in tips:
                 item.setToolTip(tips[name])
         self._rows: list[TableRow] = []
+        self.fit_to_rows()
 
     @property
     def rows(self) -> list[TableRow]:
@@ -87,6 +98,24 @@ class MetricsTable(QTableWidget):
                     font.setBold(True)
                     cell.setFont(font)
         self._hide_empty_image_column()
+        self.fit_to_rows()
+
+    def fit_to_rows(self) -> None:
+        """Minimum height for every row (up to :attr:`MAX_VISIBLE_ROWS`), minimum width for every
+        visible column (the name columns at their contents' width, the metric columns at
+        ``0.0000``), with no scrollbar."""
+        header = self.horizontalHeader()
+        frame = 2 * self.frameWidth()
+        shown = min(max(self.rowCount(), 1), self.MAX_VISIBLE_ROWS)
+        row_height = self.rowHeight(0) if self.rowCount() else self.verticalHeader().defaultSectionSize()
+        self.setMinimumHeight(header.sizeHint().height() + shown * row_height + frame + 2)
+        width = 0
+        for column in range(self.columnCount()):
+            if not self.isColumnHidden(column):
+                width += max(self.sizeHintForColumn(column), header.sectionSizeHint(column),
+                             header.minimumSectionSize())
+        self.setMinimumWidth(width + frame + 2)
+        self.updateGeometry()
 
     def _hide_empty_image_column(self) -> None:
         """2-D predictions only: the Image column would be empty, so it is hidden."""

@@ -40,6 +40,7 @@ from napari_retsam.progress import Cancelled
 from napari_retsam.widgets._common import (
     ProgressRelay,
     add_or_update_layer,
+    dock_as_tab,
     is_derived_image,
     make_worker,
     notify_user_errors,
@@ -70,6 +71,7 @@ class BaselineWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        dock_as_tab(self)  # all the plugin's widgets share one tabbed dock (see _common.dock_as_tab)
         self.viewer = napari_viewer
         self._worker: Any = None
         self._stop_requested = False

@@ -75,7 +75,7 @@ from napari_retsam.errors import RetsamInputError
 from napari_retsam.options import DEVICE_CHOICES, USER_MODEL_TYPES
 from napari_retsam.progress import Cancelled
 from napari_retsam.training.config import FinetuneConfig
-from napari_retsam.widgets._common import make_worker, notify_user_errors, show_info, worker_error_handler
+from napari_retsam.widgets._common import dock_as_tab, make_worker, notify_user_errors, show_info, worker_error_handler
 from napari_retsam.widgets._models import RegisteredModel, register_model
 
 _DEFAULTS = FinetuneConfig()  # the recipe's defaults (training.config imports no torch)
@@ -200,6 +200,7 @@ class FinetuneWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        dock_as_tab(self)  # all the plugin's widgets share one tabbed dock (see _common.dock_as_tab)
         prepare_torch_runtime()  # torch may load triton from any later call (see napari_retsam._torch_runtime)
         self.viewer = napari_viewer
         self._worker: Any = None

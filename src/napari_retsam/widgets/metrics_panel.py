@@ -62,7 +62,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.widgets._common import make_worker, show_error, show_info
+from napari_retsam.widgets._common import dock_as_tab, make_worker, show_error, show_info
 from napari_retsam.metrics.panel import (
     DEFAULT_WORKER_MIN_PIXELS,
     ERROR_CODES,
@@ -155,6 +155,7 @@ class MetricsPanel(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        dock_as_tab(self)  # all the plugin's widgets share one tabbed dock (see _common.dock_as_tab)
         self.viewer = napari_viewer
         #: Inputs with more pixels than this are computed in a worker thread.
         self.worker_min_pixels: int = DEFAULT_WORKER_MIN_PIXELS

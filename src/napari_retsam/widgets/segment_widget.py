@@ -74,6 +74,7 @@ from napari_retsam.progress import Cancelled
 from napari_retsam.widgets._common import (
     ProgressRelay,
     add_or_update_layer,
+    dock_as_tab,
     find_fov_layer,
     is_derived_image,
     notify_user_errors,
@@ -142,6 +143,7 @@ class SegmentWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        dock_as_tab(self)  # all the plugin's widgets share one tabbed dock (see _common.dock_as_tab)
         prepare_torch_runtime()  # torch may load triton from any later call (see napari_retsam._torch_runtime)
         self.viewer = napari_viewer
         self.engine = SegmentEngine()
