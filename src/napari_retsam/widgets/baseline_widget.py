@@ -38,13 +38,16 @@ from napari_retsam.baseline import DEFAULT_THRESHOLD, frangi_segment_stack
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.progress import Cancelled
 from napari_retsam.widgets._common import (
+    FOV_HINTS,
     ProgressRelay,
     add_or_update_layer,
     dock_as_tab,
+    fov_fits,
     is_derived_image,
     make_worker,
     notify_user_errors,
     set_combo_items,
+    set_progress,
     show_info,
     watch_layer_list,
     worker_error_handler,
@@ -54,8 +57,6 @@ __all__ = ["BaselineWidget", "NO_FOV"]
 
 #: Text of the FOV choice meaning "compute the FOV from the image".
 NO_FOV = "(computed from the image)"
-#: Name fragments of a Labels layer taken as the FOV when nothing else is chosen.
-FOV_HINTS = ("fov", "field of view")
 #: Colour of the vessel label (cyan stands out on the orange-red fundus).
 MASK_COLOR = (0.0, 0.9, 1.0, 1.0)
 
@@ -136,11 +137,7 @@ class BaselineWidget(QWidget):
     def _on_fov_picked(self, *_: Any) -> None:
         self._fov_user_pick = self.fov_combo.currentText()
 
-    @staticmethod
-    def _fov_fits(fov: Layer, image: Layer) -> bool:
-        shape = tuple(np.shape(image.data))
-        spatial = shape[:-1] if getattr(image, "rgb", False) else shape
-        return tuple(np.shape(fov.data)) in (spatial, spatial[-2:])
+    _fov_fits = staticmethod(fov_fits)  # the shared rule (widgets._common), also the segment widget's
 
     def _guess_fov(self, *_: Any) -> None:
         """Choose an FOV-named Labels layer that fits the image, unless the user chose the FOV."""
@@ -254,8 +251,7 @@ class BaselineWidget(QWidget):
             notification_manager.receive_error(type(exc), exc, exc.__traceback__)
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
-        self.progress_bar.setRange(0, total)
-        self.progress_bar.setValue(done)
+        set_progress(self.progress_bar, done, total)
         self._set_status(message)
 
     def _on_finished(self) -> None:

@@ -48,12 +48,11 @@ from typing import Any
 import napari
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QFrame,
     QGroupBox,
@@ -75,7 +74,16 @@ from napari_retsam.errors import RetsamInputError
 from napari_retsam.options import DEVICE_CHOICES, USER_MODEL_TYPES
 from napari_retsam.progress import Cancelled
 from napari_retsam.training.config import FinetuneConfig
-from napari_retsam.widgets._common import dock_as_tab, make_worker, notify_user_errors, show_info, worker_error_handler
+from napari_retsam.widgets._common import (
+    ProgressRelay,
+    browse_row,
+    dock_as_tab,
+    make_worker,
+    notify_user_errors,
+    set_progress,
+    show_info,
+    worker_error_handler,
+)
 from napari_retsam.widgets._models import RegisteredModel, register_model
 
 _DEFAULTS = FinetuneConfig()  # the recipe's defaults (training.config imports no torch)
@@ -87,13 +95,6 @@ NO_DATASET = "(none)"
 UI_INTERVAL_S = 1.0
 #: Minimum seconds between two re-renderings of the live plot.
 PLOT_INTERVAL_S = 1.0
-
-
-class _Relay(QObject):
-    """Carries throttled progress and batches of log records from the worker to the GUI thread."""
-
-    progressed = Signal(int, int, str)
-    records = Signal(list)
 
 
 class _LivePlot(QWidget):
@@ -176,25 +177,6 @@ class _LivePlot(QWidget):
         self.canvas.draw_idle()
 
 
-def _path_row(edit: QLineEdit, directory: bool, parent: QWidget) -> QHBoxLayout:
-    row = QHBoxLayout()
-    row.addWidget(edit)
-    button = QPushButton("…")
-    button.setMaximumWidth(28)
-
-    def browse() -> None:
-        if directory:
-            chosen = QFileDialog.getExistingDirectory(parent, "Choose a folder", edit.text())
-        else:
-            chosen, _ = QFileDialog.getOpenFileName(parent, "Choose a file", edit.text())
-        if chosen:
-            edit.setText(chosen)
-
-    button.clicked.connect(browse)
-    row.addWidget(button)
-    return row
-
-
 class FinetuneWidget(QWidget):
     """Fine-tune SAM's fusion block and mask decoder on vessel annotations."""
 
@@ -209,7 +191,7 @@ class FinetuneWidget(QWidget):
         self.last_result: Any = None
         self._last_label = 0.0
         self.torch_threads: int | None = None  # None: the main thread's torch setting
-        self._relay = _Relay()
+        self._relay = ProgressRelay()
         self._relay.progressed.connect(self._on_progress)
         self._relay.records.connect(self._on_records)
 
@@ -296,11 +278,13 @@ class FinetuneWidget(QWidget):
         data_box = QGroupBox("data")
         data_form = QFormLayout(data_box)
         data_form.addRow("dataset", self.dataset_combo)
-        data_form.addRow("dataset folder", _path_row(self.dataset_root, True, self))
+        data_form.addRow("dataset folder", browse_row(self.dataset_root, directory=True,
+                                                      caption="Choose the dataset folder"))
         data_form.addRow("training split", self.split_combo)
         data_form.addRow("validation split", self.val_split_combo)
         data_form.addRow("limit", self.limit_spin)
-        data_form.addRow("synthetic folder", _path_row(self.synthetic_root, True, self))
+        data_form.addRow("synthetic folder", browse_row(self.synthetic_root, directory=True,
+                                                        caption="Choose the synthetic pairs folder"))
         data_form.addRow("synthetic ratio", self.synthetic_ratio)
         data_form.addRow("image layer", self.image_combo)
         data_form.addRow("labels layer", self.labels_combo)
@@ -324,8 +308,10 @@ class FinetuneWidget(QWidget):
         model_box = QGroupBox("base model and output")
         model_form = QFormLayout(model_box)
         model_form.addRow("model type", self.model_type_combo)
-        model_form.addRow("checkpoint", _path_row(self.checkpoint_edit, False, self))
-        model_form.addRow("output folder", _path_row(self.out_edit, True, self))
+        model_form.addRow("checkpoint", browse_row(self.checkpoint_edit, caption="Choose a SAM checkpoint",
+                                                   file_filter="PyTorch checkpoints (*.pth *.pt);;All files (*)"))
+        model_form.addRow("output folder", browse_row(self.out_edit, directory=True,
+                                                      caption="Choose the output folder"))
         model_form.addRow(self.resume_check)
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
@@ -451,33 +437,13 @@ class FinetuneWidget(QWidget):
         from napari_retsam.training.runner import finetune
 
         torch.set_num_threads(threads)
-        pending: list[dict[str, Any]] = []
-        last = [0.0]
-
-        def flush(done: int, total: int, message: str) -> None:
-            last[0] = time.monotonic()
-            if pending:
-                self._relay.records.emit(list(pending))
-                pending.clear()
-            self._relay.progressed.emit(done, total, message)
-
-        def progress(done: int, total: int, message: str) -> None:
-            if time.monotonic() - last[0] >= UI_INTERVAL_S or (total and done >= total):
-                flush(done, total, message)
-
-        def on_event(record: dict[str, Any]) -> None:
-            pending.append(record)  # delivered with the next throttled progress update (or at the end)
-            if record.get("kind") in ("note", "diverged") or time.monotonic() - last[0] >= UI_INTERVAL_S:
-                last[0] = time.monotonic()
-                self._relay.records.emit(list(pending))
-                pending.clear()
-
+        # at most one update per UI_INTERVAL_S; notes and divergence warnings at once
+        updates = self._relay.throttled(UI_INTERVAL_S, urgent=lambda rec: rec.get("kind") in ("note", "diverged"))
         try:
-            return finetune(options, config, out, resume=resume, progress=progress, on_event=on_event,
-                            should_stop=self._stop.is_set)
+            return finetune(options, config, out, resume=resume, progress=updates.progress,
+                            on_event=updates.record, should_stop=self._stop.is_set)
         finally:  # also when Stop ends the run with Cancelled
-            if pending:
-                self._relay.records.emit(list(pending))
+            updates.flush()
 
     @notify_user_errors
     def start(self) -> Any:
@@ -521,9 +487,7 @@ class FinetuneWidget(QWidget):
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
         if total > 0:
-            if self.progress_bar.maximum() != total:
-                self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(min(done, total))
+            set_progress(self.progress_bar, done, total)
         now = time.monotonic()
         if now - self._last_label >= PLOT_INTERVAL_S or (total and done >= total):
             self._last_label = now

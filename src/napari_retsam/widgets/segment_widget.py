@@ -51,12 +51,10 @@ import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer, Shapes
 from napari.utils.colormaps import Colormap, DirectLabelColormap
-from napari.qt.threading import create_worker
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -74,11 +72,14 @@ from napari_retsam.progress import Cancelled
 from napari_retsam.widgets._common import (
     ProgressRelay,
     add_or_update_layer,
+    browse_row,
     dock_as_tab,
     find_fov_layer,
     is_derived_image,
+    make_worker,
     notify_user_errors,
     set_combo_items,
+    set_progress,
     show_info,
     show_warning,
     watch_layer_list,
@@ -216,8 +217,11 @@ class SegmentWidget(QWidget):
         boxes_row.addWidget(self.new_box_button)
         form.addRow("boxes", boxes_row)
         form.addRow("model", self.model_combo)
-        form.addRow("checkpoint", self._with_browse(self.checkpoint_edit))
-        form.addRow("fine-tuned", self._with_browse(self.finetuned_edit))
+        checkpoint_filter = "PyTorch checkpoints (*.pth *.pt);;All files (*)"
+        form.addRow("checkpoint", browse_row(self.checkpoint_edit, caption="Choose a SAM checkpoint",
+                                             file_filter=checkpoint_filter))
+        form.addRow("fine-tuned", browse_row(self.finetuned_edit, caption="Choose a fine-tuned checkpoint",
+                                             file_filter=checkpoint_filter))
         form.addRow("trained here", self.trained_combo)
         form.addRow("tile (px)", self.tile_spin)
         form.addRow("overlap (px)", self.overlap_spin)
@@ -328,23 +332,6 @@ class SegmentWidget(QWidget):
         return edited
 
     # -- form helpers ----------------------------------------------------------
-    def _with_browse(self, edit: QLineEdit) -> QWidget:
-        row = QWidget()
-        box = QHBoxLayout(row)
-        box.setContentsMargins(0, 0, 0, 0)
-        box.addWidget(edit, 1)
-        button = QPushButton("…")
-        button.setMaximumWidth(32)
-
-        def browse() -> None:
-            path, _ = QFileDialog.getOpenFileName(self, "Choose a checkpoint", "", "PyTorch checkpoints (*.pth *.pt);;All files (*)")
-            if path:
-                edit.setText(path)
-
-        button.clicked.connect(browse)
-        box.addWidget(button)
-        return row
-
     def _update_disk_cache(self, on: bool) -> None:
         from napari_retsam.sam.weight_cache import cache_root
 
@@ -545,11 +532,11 @@ class SegmentWidget(QWidget):
         _, _, n_slices = image_geometry(image)
         key = self._engine_key()
         self._stop_requested = False
-        worker = create_worker(
+        worker = make_worker(
             self.engine.run, key, image.data, n_slices is not None, plan.boxes, tile, overlap,
             auto=auto, progress=self._relay.progressed.emit, should_stop=lambda: self._stop_requested,
-            _start_thread=False, _connect={"errored": self._on_error},
         )
+        worker.errored.connect(self._on_error)  # each error reported once (make_worker)
         worker.returned.connect(lambda results: self._on_result(image, results, auto, fresh=fresh, shapes=shapes))
         worker.finished.connect(self._on_finished)
         self._worker = worker
@@ -578,8 +565,7 @@ class SegmentWidget(QWidget):
         self._set_status(f"failed: {exc}")
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
-        self.progress_bar.setRange(0, max(total, 1))
-        self.progress_bar.setValue(min(done, max(total, 1)))
+        set_progress(self.progress_bar, done, total)
         self._set_status(message)
 
     def _on_finished(self) -> None:
