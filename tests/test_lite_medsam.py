@@ -35,7 +35,8 @@ def test_default_model_is_lite_medsam_with_verified_weights(lite_medsam):
     assert lite_medsam.config.normalize == "minmax" and lite_medsam.config.embedding_size == 64
 
 
-def test_logits_equal_the_reference_network(lite_medsam, reference_lite_medsam):
+def test_logits_equal_the_reference_network(lite_medsam, reference_lite_medsam, monkeypatch):
+    monkeypatch.setattr(lite_medsam, "encoder_precision", "fp32")  # the exact path; bf16 is tested below
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 256, 256, generator=gen)
     boxes = torch.tensor([[30.0, 40.0, 200.0, 220.0], [0.0, 0.0, 255.0, 255.0]])
@@ -66,6 +67,27 @@ def _official_recipe(net, image_rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
         logits = net(x, box256.numpy())[..., :new_h, :new_w]
         logits = torch.nn.functional.interpolate(logits, (height, width), mode="bilinear", align_corners=False)
     return torch.sigmoid(logits)[0, 0].numpy()
+
+
+def test_default_precision_is_auto_with_a_clean_fallback(lite_medsam, reference_lite_medsam, monkeypatch):
+    """Default "auto": bf16 on a CPU with native bf16 (close to the exact fp32 embedding),
+    fp32 on a CPU without it; "fp32" is always exact."""
+    from napari_retsam.options import DEFAULT_PRECISION
+    from napari_retsam.sam import device as device_mod
+
+    assert DEFAULT_PRECISION == "auto" and lite_medsam.encoder_precision == "auto"
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    has_bf16 = device_mod.cpu_bf16_supported()
+    with torch.no_grad():
+        exact = reference_lite_medsam.image_encoder(x)
+        fast = lite_medsam.embed(x)
+        monkeypatch.setattr(device_mod, "cpu_bf16_supported", lambda: False)
+        assert lite_medsam.encoder_dtype() is None
+        fallback = lite_medsam.embed(x)
+    assert torch.allclose(fallback, exact, atol=1e-4)
+    if has_bf16:
+        rel = float((fast - exact).norm() / exact.norm())
+        assert 0 < rel < 0.05, rel  # bf16 was used, and stays close
 
 
 def test_whole_image_probability_matches_the_official_recipe(lite_medsam, reference_lite_medsam):

@@ -64,8 +64,10 @@ def test_fusion_block_is_exact_identity_until_trained():
         block(torch.randn(1, 16, 4, 4))
 
 
-def test_untrained_model_equals_plain_sam_forward_end_to_end(tiny_sam):
-    """embed + decode (fusion included) == segment-anything's Sam.forward low-res logits, bit for bit."""
+def test_untrained_model_equals_plain_sam_forward_end_to_end(tiny_sam, monkeypatch):
+    """embed + decode (fusion included) == segment-anything's Sam.forward low-res logits, bit for bit
+    (on the exact fp32 path; the default "auto" precision is bf16 on CPUs that have it)."""
+    monkeypatch.setattr(tiny_sam, "encoder_precision", "fp32")
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, size=(48, 60, 3), dtype=np.uint8)
     prepared = prepare_image(image, tiny_sam.img_size)
