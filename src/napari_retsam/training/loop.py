@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from napari_retsam.io_utils import (
     atomic_write_bytes,
     ensure_writable_dir,
 )
-from napari_retsam.progress import STOPPED, Cancelled, ProgressFn, StopFn
+from napari_retsam.progress import STOPPED, Cancelled, ProgressFn, StopFn, report
 from napari_retsam.sam.boxes import box_in_tile
 from napari_retsam.training.config import FinetuneConfig
 from napari_retsam.training.data import TrainItem, data_signature, jitter_box, rng_for
@@ -67,7 +67,7 @@ from napari_retsam.training.embedding_store import EmbeddingStore
 from napari_retsam.training.losses import bsd_terms, combine_bsd_terms
 from napari_retsam.training.units import Unit, UnitSet, build_units, view_box
 
-__all__ = ["TrainResult", "TrainingDiverged", "train", "lr_at", "LAST", "BEST", "LOG", "TRAINING_KEY"]
+__all__ = ["BEST", "LAST", "LOG", "TRAINING_KEY", "FinetuneTrainer", "TrainResult", "TrainingDiverged", "lr_at", "train"]
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -396,6 +396,392 @@ def _write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_bytes(out_dir / LOG, text.encode())
 
 
+
+class FinetuneTrainer:
+    """One fine-tuning run, step by step (:func:`train` builds one and calls :meth:`run`).
+
+    The constructor checks the arguments, sets the model up for training (seed,
+    pixel branch, frozen encoders, device, memory format) and reads the resume
+    file, so bad input fails before any embedding is computed. :meth:`run` then
+    goes through the named steps: :meth:`prepare_data` (embeddings once, the
+    batch plan), :meth:`build_optimizer` (AdamW, AMP scaler, DDP head),
+    :meth:`restore` (when resuming), per epoch :meth:`train_epoch` (micro-batches:
+    :meth:`micro_step`, :meth:`optimizer_step`; a stop request is polled after
+    each, :meth:`stop_requested`) and :meth:`end_epoch` (:meth:`validation_metrics`,
+    :meth:`save`), and finally :meth:`result`, or :meth:`stop` on a stop request.
+    The run's position, log and best score live on the trainer; ``last.pt``
+    (:meth:`training_state`) holds them for an exact resume.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_items: Sequence[TrainItem],
+        val_items: Sequence[TrainItem],
+        config: FinetuneConfig,
+        out_dir: str | Path,
+        *,
+        resume: str | Path | None = None,
+        progress: ProgressFn | None = None,
+        on_event: EventFn | None = None,
+        should_stop: StopFn | None = None,
+        ctx: DistContext | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.ctx = ctx or DistContext()
+        self.out_dir = Path(out_dir)
+        if self.ctx.is_main:
+            ensure_writable_dir(self.out_dir)
+        self.train_items = list(train_items)
+        self.val_items = list(val_items)
+        if not self.train_items:
+            raise RetsamInputError("no training images")
+        self.model = model
+        self.progress = progress
+        self.on_event = on_event
+        self.should_stop = should_stop
+        self.device = torch.device(config.device)
+        self._prepare_model()
+        # a resume file is read and checked before any embedding is computed (minutes on a CPU)
+        self.resume_path = Path(resume) if resume is not None else None
+        self.resume_state = _load_resume(self.resume_path) if self.resume_path is not None else None
+        # the run's position and log (restored from the resume file by restore())
+        self.pos = _Position()
+        self.history: list[dict[str, Any]] = []
+        self.best_score: float | None = None
+        self.last_metrics: dict[str, Any] = {}
+        self.signature = data_signature(self.train_items + self.val_items)
+        self.note = ""  # said once, as a "note" record, when training starts
+        # timing of this call: optimizer steps and the seconds inside them (batching, forward, backward, update)
+        self.started = time.perf_counter()
+        self.steps_this_run = 0
+        self.step_seconds = 0.0
+
+    # ------------------------------------------------------------- set-up
+    def _prepare_model(self) -> None:
+        """Seed, pixel branch, identity fusion from the seed, device, channels-last, trainable parameters."""
+        from napari_retsam.sam.device import autocast_dtype
+
+        config, model = self.config, self.model
+        # fp16 on CUDA (with a scaler), bf16 on a CPU that has it
+        self.amp_dtype = autocast_dtype(self.device, config.amp)
+        self.use_amp = self.amp_dtype is torch.float16
+        torch.manual_seed(config.seed)
+        if config.pixel_branch and not model.uses_pixels:
+            model.add_pixel_branch(config.pixel_branch, seed=config.seed)
+        _seed_identity_fusion(model, config.seed)
+        model.to(self.device)
+        # channels-last convolutions are several times faster on CPUs (oneDNN); values are the same
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            for module in (model.fusion, model.sam.mask_decoder):
+                module.to(memory_format=torch.channels_last)
+        self.params = _set_trainable(model, config.full_finetune)
+        if not self.params:
+            raise RetsamInputError("the model has no trainable parameters")
+
+    def prepare_data(self) -> None:
+        """Embed every training tile once (the encoder is frozen), then plan the batches."""
+        config, ctx = self.config, self.ctx
+        cache_dir = config.cache_dir
+        if ctx.is_distributed and cache_dir is None and not config.full_finetune:
+            cache_dir = str(self.out_dir / "embedding_cache")
+        self.store = EmbeddingStore(self.model, full_finetune=config.full_finetune, cache=config.cache_embeddings,
+                                    cache_dir=cache_dir if config.cache_embeddings else None,
+                                    world_size=ctx.world_size, rank=ctx.rank)
+        self._n_tiles = 0
+        self.train_set = build_units(self.train_items, config, config.n_views, self.model.img_size,
+                                     self._register_tile, lowres=4 * self.model.config.embedding_size)
+        barrier(ctx)
+        self.store.fill_from_disk()
+        self.samples = self.train_set.flat_index()
+        self._plan_batches()
+
+    def _register_tile(self, image: np.ndarray, image_hash: str, window: tuple[int, int, int, int]) -> str:
+        """``build_units``' callback: one tile to embed; a stop request here ends the run (nothing trained)."""
+        key = self.store.register(image, image_hash, window)
+        self._n_tiles += 1
+        report(self.progress, 0, 0, f"embedding tile {self._n_tiles}")
+        if self.should_stop is not None and self.should_stop():
+            message = "stopped while computing embeddings"
+            raise Cancelled(message, partial=TrainResult(STOPPED, 0, 0, self.out_dir, None, {}, [], message))
+        return key
+
+    def _plan_batches(self) -> None:
+        """Global and per-rank batch size, micro-batches and optimizer steps per epoch, total steps."""
+        config, ctx = self.config, self.ctx
+        n_samples = len(self.samples)
+        batch_size = config.batch_size
+        if n_samples < batch_size:
+            if ctx.is_distributed and n_samples < ctx.world_size:
+                raise RetsamInputError(
+                    f"{n_samples} training samples cannot be shared by {ctx.world_size} processes; add images"
+                )
+            new = max(ctx.world_size, n_samples - n_samples % ctx.world_size)
+            self.note = f"batch size reduced from {batch_size} to {new}: only {n_samples} training samples (tiles)"
+            batch_size = new
+        if batch_size % ctx.world_size:
+            raise RetsamInputError(f"batch size {batch_size} is not divisible by the {ctx.world_size} processes")
+        self.local_batch = batch_size // ctx.world_size
+        per_rank = math.ceil(n_samples / ctx.world_size)
+        self.micro_per_epoch = math.ceil(per_rank / self.local_batch)
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / config.accumulate)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        if config.max_steps:
+            self.total_steps = min(self.total_steps, config.max_steps)
+
+    def build_optimizer(self) -> None:
+        """AdamW over the trained parameters (learning rate set per step, :func:`lr_at`), the AMP
+        scaler (CUDA float16 only) and the decoding head (wrapped in DDP in a distributed run)."""
+        config = self.config
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
+                                           weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.head: torch.nn.Module = _DecodeHead(self.model)
+        if self.ctx.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # find_unused_parameters: the IoU head and the mask tokens beyond class L get no gradient
+            device = self.device
+            self.head = DistributedDataParallel(self.head,
+                                                device_ids=[device.index] if device.type == "cuda" else None,
+                                                find_unused_parameters=True)
+
+    def restore(self) -> None:
+        """Continue from the resume file: weights, optimizer, scaler, position, log, best score, RNG."""
+        state, path = self.resume_state, self.resume_path
+        assert state is not None and path is not None
+        _check_resume_fits(state, self.model, self.config, path, total_steps=self.total_steps,
+                           micro_per_epoch=self.micro_per_epoch)
+        _apply_weights(self.model, state)
+        tr = state[TRAINING_KEY]
+        self.optimizer.load_state_dict(tr["optimizer"])
+        if self.use_amp and tr.get("scaler"):
+            self.scaler.load_state_dict(tr["scaler"])
+        self.pos = _Position(int(tr["epoch"]), int(tr["micro"]), int(tr["step"]))
+        self.history = list(tr.get("history", []))
+        self.best_score = tr.get("best_score")
+        self.last_metrics = dict(tr.get("metrics") or {})
+        torch.set_rng_state(tr["rng"]["torch"])
+        if self.use_amp and tr["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(tr["rng"]["cuda"], self.device)
+        if tr.get("data_signature") != self.signature:
+            self.note = ((self.note + "; ") if self.note else "") + \
+                "resuming on different data than the checkpoint was trained on"
+
+    # ------------------------------------------------------------- records and checkpoints
+    def emit(self, record: dict[str, Any]) -> None:
+        """Append a log record (``metrics.jsonl``) and hand it to ``on_event``."""
+        self.history.append(record)
+        if self.on_event is not None:
+            self.on_event(record)
+
+    def training_state(self, kind: str, position: _Position) -> dict[str, Any]:
+        """The checkpoint's ``"training"`` entry: everything an exact resume needs."""
+        use_amp = self.use_amp
+        return {
+            "kind": kind,
+            "config": self.config.to_dict(),
+            "data_signature": self.signature,
+            "metrics": self.last_metrics,
+            "best_score": self.best_score,
+            "epoch": position.epoch,
+            "micro": position.micro,
+            "step": position.step,
+            "total_steps": self.total_steps,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if use_amp else {},
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(self.device) if use_amp else None},
+            "history": self.history,
+            "n_train": len(self.train_items),
+            "n_val": len(self.val_items),
+            "train_ids": [it.id for it in self.train_items],
+            "val_ids": [it.id for it in self.val_items],
+        }
+
+    def save(self, kind: str, position: _Position, also_best: bool = False) -> None:
+        """Write ``last.pt`` (and ``best.pt``) and ``metrics.jsonl`` atomically (rank 0 only)."""
+        if not self.ctx.is_main:
+            return
+        payload = _checkpoint(self.model, self.config, self.training_state(kind, position))
+        atomic_save_torch(payload, self.out_dir / LAST)
+        if also_best:
+            payload[TRAINING_KEY]["kind"] = "best"
+            payload["meta"]["kind"] = "best"
+            atomic_save_torch(payload, self.out_dir / BEST)
+        _write_log(self.out_dir, self.history)
+
+    # ------------------------------------------------------------- the loop
+    def run(self) -> TrainResult:
+        """Prepare, train epoch by epoch, validate and checkpoint after each; the result.
+
+        Raises :class:`~napari_retsam.progress.Cancelled` (``partial``: the result so
+        far, ``last.pt`` written) when ``should_stop()`` turns True.
+        """
+        self.prepare_data()
+        self.build_optimizer()
+        if self.resume_state is not None:
+            self.restore()
+        if self.note:
+            self.emit({"kind": "note", "step": self.pos.step, "message": self.note})
+        report(self.progress, self.pos.step, self.total_steps,
+               f"training: {len(self.samples)} samples, {self.steps_per_epoch} steps per epoch")
+        self.started = time.perf_counter()
+        status = "finished"
+        epoch = self.pos.epoch
+        while epoch < self.config.epochs:
+            status, complete, losses = self.train_epoch(epoch)
+            if status == STOPPED:
+                self.stop()
+            self.end_epoch(epoch, losses, complete)
+            if status == "max_steps":
+                break
+            epoch = self.pos.epoch
+        return self.result(status)
+
+    def train_epoch(self, epoch: int) -> tuple[str, bool, list[float]]:
+        """The micro-batches of ``epoch`` from the current position, an optimizer step every
+        ``accumulate`` of them. Returns the status (``"finished"``, ``"max_steps"`` or
+        :data:`STOPPED`), whether the epoch is complete, and the loss of each step."""
+        config = self.config
+        order = epoch_indices(len(self.samples), epoch, config.seed, self.ctx)
+        micro_batches = [order[k:k + self.local_batch] for k in range(0, len(order), self.local_batch)]
+        views = {i: _view_of(self.train_set, config.seed, epoch, i) for i in range(len(self.train_items))}
+        step_losses: list[float] = []
+        self.optimizer.zero_grad(set_to_none=True)
+        pending, acc_loss, acc_selected = 0, 0.0, 0.0
+        t_group = time.perf_counter()
+        status = "finished"
+        mb = self.pos.micro if epoch == self.pos.epoch else 0
+        while mb < len(micro_batches):
+            if pending == 0:
+                t_group = time.perf_counter()
+            group_start = (mb // config.accumulate) * config.accumulate
+            n_in_group = min(config.accumulate, len(micro_batches) - group_start)
+            loss, selected = self.micro_step(epoch, micro_batches[mb], views, n_in_group)
+            pending += 1
+            acc_loss += loss / n_in_group
+            acc_selected += selected
+            mb += 1
+            if pending == n_in_group:
+                self.optimizer_step(epoch, mb, acc_loss, acc_selected, t_group)
+                step_losses.append(acc_loss)
+                pending, acc_loss, acc_selected = 0, 0.0, 0.0
+                if config.max_steps and self.pos.step >= config.max_steps:
+                    status = "max_steps"
+                    break
+            if self.stop_requested():
+                self.optimizer.zero_grad(set_to_none=True)  # drop a half-accumulated step
+                status = STOPPED
+                break
+        return status, mb >= len(micro_batches), step_losses
+
+    def micro_step(self, epoch: int, ids: list[int], views: dict[int, int], n_in_group: int) -> tuple[float, float]:
+        """Forward and backward of one micro-batch (``ids``: sample indices); returns its global
+        loss and the number of selected slices. A non-finite loss raises :class:`TrainingDiverged`."""
+        config, ctx, device = self.config, self.ctx, self.device
+        samples = self.samples
+        units = [self.train_set.unit(samples[s][0], views[samples[s][0]], samples[s][1]) for s in ids]
+        keys, boxes, targets = _batch_inputs(units, ids, epoch, config)
+        amp_dtype = self.amp_dtype
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            embeddings = self.store.batch(keys, device)
+            pixels = self.store.batch_pixels(keys, device)
+            if self.channels_last:
+                embeddings = embeddings.contiguous(memory_format=torch.channels_last)
+                pixels = None if pixels is None else pixels.contiguous(memory_format=torch.channels_last)
+            logits = self.head(embeddings, boxes.to(device), pixels)
+        terms = bsd_terms(logits.float(), targets.to(device), selection=config.selection,
+                          smooth=config.smooth, with_bce=config.bce_term_weight > 0)
+        count = all_reduce_sum(terms.count, ctx)
+        n_pixels = all_reduce_sum(terms.n_pixels, ctx)
+        loss = combine_bsd_terms(terms, config.bce_term_weight, count, n_pixels) * ctx.world_size
+        global_loss = float(all_reduce_sum(loss.detach(), ctx)) / ctx.world_size
+        if all_reduce_flag(not math.isfinite(global_loss), ctx):
+            self._diverged("loss", global_loss, epoch)
+        self.scaler.scale(loss / n_in_group).backward()
+        return global_loss, float(count)
+
+    def optimizer_step(self, epoch: int, micro: int, loss: float, selected: float, t_group: float) -> None:
+        """Clip, set the learning rate, step; advance the position to (``epoch``, ``micro``) and log
+        the step. A non-finite gradient (without AMP) raises :class:`TrainingDiverged`."""
+        config, optimizer = self.config, self.optimizer
+        self.scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.params, max_norm=config.grad_clip if config.grad_clip > 0 else float("inf"))
+        if not self.use_amp and not torch.isfinite(grad_norm):
+            self._diverged("gradient", float(grad_norm), epoch)
+        lr = lr_at(self.pos.step, self.total_steps, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        self.pos = _Position(epoch, micro, self.pos.step + 1)
+        self.steps_this_run += 1
+        self.step_seconds += time.perf_counter() - t_group
+        step = self.pos.step
+        self.emit({"kind": "step", "epoch": epoch + 1, "step": step, "loss": loss, "lr": lr, "selected": selected})
+        report(self.progress, step, self.total_steps,
+               f"epoch {epoch + 1}/{config.epochs}, step {step}/{self.total_steps}, loss {loss:.4f}")
+
+    def _diverged(self, what: str, value: float, epoch: int) -> None:
+        """Log and raise :class:`TrainingDiverged` (nothing written: ``last.pt`` stays the last good state)."""
+        step = self.pos.step + 1
+        message = (f"{what} became {value} at step {step} (epoch {epoch + 1}); "
+                   f"stopped, the last good checkpoint is {self.out_dir / LAST}")
+        self.emit({"kind": "diverged", "step": step, "epoch": epoch + 1, "message": message})
+        raise TrainingDiverged(message)
+
+    def stop_requested(self) -> bool:
+        """``should_stop()``, agreed by every rank (one rank asking stops them all)."""
+        wants_stop = self.should_stop() if self.should_stop is not None else False
+        return all_reduce_flag(wants_stop, self.ctx)
+
+    def validation_metrics(self) -> dict[str, Any]:
+        """Metrics on the validation items (rank 0 computes, every rank receives); {} without them."""
+        if not self.val_items:
+            return {}
+        metrics = validate(self.model, self.val_items, self.store, self.config) if self.ctx.is_main else {}
+        return broadcast_object(metrics, self.ctx)
+
+    def end_epoch(self, epoch: int, step_losses: list[float], complete: bool) -> None:
+        """Validate, log, write ``last.pt`` (and ``best.pt`` when the score improved), move the position
+        to the next epoch when this one is complete."""
+        epoch_loss = float(np.mean(step_losses)) if step_losses else float("nan")
+        metrics = self.validation_metrics()
+        end_pos = _Position(epoch + 1, 0, self.pos.step) if complete else self.pos
+        self.last_metrics = dict(metrics)
+        self.emit({"kind": "val", "epoch": epoch + 1, "step": self.pos.step, "train_loss": epoch_loss, **metrics})
+        score = _score(metrics, epoch_loss)
+        improved = self.best_score is None or score > self.best_score
+        if improved:
+            self.best_score = score
+        self.save("last", end_pos, also_best=improved)
+        barrier(self.ctx)
+        self.pos = end_pos
+
+    def result(self, status: str, message: str = "") -> TrainResult:
+        """The run's :class:`TrainResult` (the final progress report too)."""
+        elapsed = time.perf_counter() - self.started
+        rate = self.steps_this_run / self.step_seconds if self.step_seconds > 0 else 0.0
+        if not message:
+            what = {"max_steps": "reached max-steps", "finished": "finished"}.get(status, status)
+            message = f"{what} after {self.pos.step} steps"
+        report(self.progress, self.pos.step, self.total_steps, message)
+        return TrainResult(status, self.pos.step, self.pos.epoch, self.out_dir, self.best_score, self.last_metrics,
+                           self.history, message, rate, elapsed)
+
+    def stop(self) -> NoReturn:
+        """A stop request: write ``last.pt`` at the last completed step, then raise
+        :class:`~napari_retsam.progress.Cancelled` with the result so far (status :data:`STOPPED`)."""
+        self.save("last", self.pos)
+        message = f"stopped by the user after step {self.pos.step}"
+        raise Cancelled(message, partial=self.result(STOPPED, message))
+
+
 def train(
     model: torch.nn.Module,
     train_items: Sequence[TrainItem],
@@ -416,282 +802,8 @@ def train(
     (``{"kind": "step", ...}`` / ``{"kind": "val", ...}``); ``should_stop()``
     polled after every micro-batch: a stop writes ``last.pt`` and raises
     :class:`~napari_retsam.progress.Cancelled` with the partial result. Writes ``out_dir/last.pt``, ``best.pt``,
-    ``metrics.jsonl`` (rank 0 only in a distributed run).
+    ``metrics.jsonl`` (rank 0 only in a distributed run). The steps are :class:`FinetuneTrainer`'s.
     """
-    config.validate()
-    ctx = ctx or DistContext()
-    out_dir = Path(out_dir)
-    if ctx.is_main:
-        ensure_writable_dir(out_dir)
-    train_items = list(train_items)
-    val_items = list(val_items)
-    if not train_items:
-        raise RetsamInputError("no training images")
-    device = torch.device(config.device)
-    from napari_retsam.sam.device import autocast_dtype
-
-    amp_dtype = autocast_dtype(device, config.amp)  # fp16 on CUDA (with a scaler), bf16 on a CPU that has it
-    use_amp = amp_dtype is torch.float16
-    torch.manual_seed(config.seed)
-    if config.pixel_branch and not model.uses_pixels:
-        model.add_pixel_branch(config.pixel_branch, seed=config.seed)
-    _seed_identity_fusion(model, config.seed)
-    model.to(device)
-    # channels-last convolutions are several times faster on CPUs (oneDNN); values are the same
-    channels_last = device.type == "cpu"
-    if channels_last:
-        for module in (model.fusion, model.sam.mask_decoder):
-            module.to(memory_format=torch.channels_last)
-    params = _set_trainable(model, config.full_finetune)
-    if not params:
-        raise RetsamInputError("the model has no trainable parameters")
-
-    # a resume file is read and checked before any embedding is computed (minutes on a CPU)
-    state = _load_resume(Path(resume)) if resume is not None else None
-
-    def tell(done: int, total: int, message: str) -> None:
-        if progress is not None:
-            progress(done, total, message)
-
-    # ------------------------------------------------------------- embeddings (computed once)
-    cache_dir = config.cache_dir
-    if ctx.is_distributed and cache_dir is None and not config.full_finetune:
-        cache_dir = str(out_dir / "embedding_cache")
-    store = EmbeddingStore(model, full_finetune=config.full_finetune, cache=config.cache_embeddings,
-                           cache_dir=cache_dir if config.cache_embeddings else None,
-                           world_size=ctx.world_size, rank=ctx.rank)
-    n_tiles_done = [0]
-
-    def register(image: np.ndarray, image_hash: str, window: tuple[int, int, int, int]) -> str:
-        key = store.register(image, image_hash, window)
-        n_tiles_done[0] += 1
-        tell(0, 0, f"embedding tile {n_tiles_done[0]}")
-        if should_stop is not None and should_stop():
-            message = "stopped while computing embeddings"
-            raise Cancelled(message, partial=TrainResult(STOPPED, 0, 0, out_dir, None, {}, [], message))
-        return key
-
-    train_set = build_units(train_items, config, config.n_views, model.img_size, register,
-                            lowres=4 * model.config.embedding_size)
-    barrier(ctx)
-    store.fill_from_disk()
-
-    samples = train_set.flat_index()
-    n_samples = len(samples)
-    batch_size = config.batch_size
-    note = ""
-    if n_samples < batch_size:
-        if ctx.is_distributed and n_samples < ctx.world_size:
-            raise RetsamInputError(
-                f"{n_samples} training samples cannot be shared by {ctx.world_size} processes; add images"
-            )
-        new = max(ctx.world_size, n_samples - n_samples % ctx.world_size)
-        note = f"batch size reduced from {batch_size} to {new}: only {n_samples} training samples (tiles)"
-        batch_size = new
-    if batch_size % ctx.world_size:
-        raise RetsamInputError(f"batch size {batch_size} is not divisible by the {ctx.world_size} processes")
-    local_b = batch_size // ctx.world_size
-    per_rank = math.ceil(n_samples / ctx.world_size)
-    micro_per_epoch = math.ceil(per_rank / local_b)
-    steps_per_epoch = math.ceil(micro_per_epoch / config.accumulate)
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
-
-    # ------------------------------------------------------------- optimizer, resume
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    head: torch.nn.Module = _DecodeHead(model)
-    if ctx.is_distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # find_unused_parameters: the IoU head and the mask tokens beyond class L get no gradient
-        head = DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None,
-                                       find_unused_parameters=True)
-    pos = _Position()
-    history: list[dict[str, Any]] = []
-    best_score: float | None = None
-    last_metrics: dict[str, Any] = {}
-    signature = data_signature(train_items + val_items)
-    if resume is not None:
-        resume = Path(resume)
-        _check_resume_fits(state, model, config, resume, total_steps=total_steps, micro_per_epoch=micro_per_epoch)
-        _apply_weights(model, state)
-        tr = state[TRAINING_KEY]
-        optimizer.load_state_dict(tr["optimizer"])
-        if use_amp and tr.get("scaler"):
-            scaler.load_state_dict(tr["scaler"])
-        pos = _Position(int(tr["epoch"]), int(tr["micro"]), int(tr["step"]))
-        history = list(tr.get("history", []))
-        best_score = tr.get("best_score")
-        last_metrics = dict(tr.get("metrics") or {})
-        torch.set_rng_state(tr["rng"]["torch"])
-        if use_amp and tr["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(tr["rng"]["cuda"], device)
-        if tr.get("data_signature") != signature:
-            note = (note + "; " if note else "") + "resuming on different data than the checkpoint was trained on"
-
-    def training_state(kind: str, position: _Position) -> dict[str, Any]:
-        return {
-            "kind": kind,
-            "config": config.to_dict(),
-            "data_signature": signature,
-            "metrics": last_metrics,
-            "best_score": best_score,
-            "epoch": position.epoch,
-            "micro": position.micro,
-            "step": position.step,
-            "total_steps": total_steps,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if use_amp else {},
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(device) if use_amp else None},
-            "history": history,
-            "n_train": len(train_items),
-            "n_val": len(val_items),
-            "train_ids": [it.id for it in train_items],
-            "val_ids": [it.id for it in val_items],
-        }
-
-    def save(kind: str, position: _Position, also_best: bool = False) -> None:
-        if not ctx.is_main:
-            return
-        payload = _checkpoint(model, config, training_state(kind, position))
-        atomic_save_torch(payload, out_dir / LAST)
-        if also_best:
-            payload[TRAINING_KEY]["kind"] = "best"
-            payload["meta"]["kind"] = "best"
-            atomic_save_torch(payload, out_dir / BEST)
-        _write_log(out_dir, history)
-
-    def emit(record: dict[str, Any]) -> None:
-        history.append(record)
-        if on_event is not None:
-            on_event(record)
-
-    if note:
-        emit({"kind": "note", "step": pos.step, "message": note})
-    tell(pos.step, total_steps, f"training: {n_samples} samples, {steps_per_epoch} steps per epoch")
-
-    # ------------------------------------------------------------- epochs
-    started = time.perf_counter()
-    step_seconds = 0.0  # time inside optimizer steps (batching, forward, backward, update)
-    t_group = started
-    steps_this_run = 0
-    status = "finished"
-    message = ""
-    stop_now = False
-    epoch = pos.epoch
-    while epoch < config.epochs and not stop_now:
-        order = epoch_indices(n_samples, epoch, config.seed, ctx)
-        micro_batches = [order[k:k + local_b] for k in range(0, len(order), local_b)]
-        epoch_losses: list[float] = []
-        micro_start = pos.micro if epoch == pos.epoch else 0
-        views = {i: _view_of(train_set, config.seed, epoch, i) for i in range(len(train_items))}
-        optimizer.zero_grad(set_to_none=True)
-        pending = 0
-        acc_loss = 0.0
-        acc_selected = 0.0
-        mb = micro_start
-        while mb < len(micro_batches):
-            if pending == 0:
-                t_group = time.perf_counter()
-            ids = micro_batches[mb]
-            units = [train_set.unit(samples[s][0], views[samples[s][0]], samples[s][1]) for s in ids]
-            keys, boxes, targets = _batch_inputs(units, ids, epoch, config)
-            group_start = (mb // config.accumulate) * config.accumulate
-            n_in_group = min(config.accumulate, len(micro_batches) - group_start)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                embeddings = store.batch(keys, device)
-                pixels = store.batch_pixels(keys, device)
-                if channels_last:
-                    embeddings = embeddings.contiguous(memory_format=torch.channels_last)
-                    pixels = None if pixels is None else pixels.contiguous(memory_format=torch.channels_last)
-                logits = head(embeddings, boxes.to(device), pixels)
-            terms = bsd_terms(logits.float(), targets.to(device), selection=config.selection,
-                              smooth=config.smooth, with_bce=config.bce_term_weight > 0)
-            count = all_reduce_sum(terms.count, ctx)
-            pixels = all_reduce_sum(terms.n_pixels, ctx)
-            loss = combine_bsd_terms(terms, config.bce_term_weight, count, pixels) * ctx.world_size
-            global_loss = float(all_reduce_sum(loss.detach(), ctx)) / ctx.world_size
-            if all_reduce_flag(not math.isfinite(global_loss), ctx):
-                message = (f"loss became {global_loss} at step {pos.step + 1} (epoch {epoch + 1}); "
-                           f"stopped, the last good checkpoint is {out_dir / LAST}")
-                emit({"kind": "diverged", "step": pos.step + 1, "epoch": epoch + 1, "message": message})
-                raise TrainingDiverged(message)
-            scaler.scale(loss / n_in_group).backward()
-            pending += 1
-            acc_loss += global_loss / n_in_group
-            acc_selected += float(count)
-            mb += 1
-            if pending == n_in_group:
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    params, max_norm=config.grad_clip if config.grad_clip > 0 else float("inf"))
-                if not use_amp and not torch.isfinite(grad_norm):
-                    message = (f"gradient became {float(grad_norm)} at step {pos.step + 1} (epoch {epoch + 1}); "
-                               f"stopped, the last good checkpoint is {out_dir / LAST}")
-                    emit({"kind": "diverged", "step": pos.step + 1, "epoch": epoch + 1, "message": message})
-                    raise TrainingDiverged(message)
-                lr = lr_at(pos.step, total_steps, config)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                pos = _Position(epoch, mb, pos.step + 1)
-                steps_this_run += 1
-                step_seconds += time.perf_counter() - t_group
-                epoch_losses.append(acc_loss)
-                emit({"kind": "step", "epoch": epoch + 1, "step": pos.step, "loss": acc_loss, "lr": lr,
-                      "selected": acc_selected})
-                tell(pos.step, total_steps, f"epoch {epoch + 1}/{config.epochs}, step {pos.step}/{total_steps}, "
-                     f"loss {acc_loss:.4f}")
-                pending, acc_loss, acc_selected = 0, 0.0, 0.0
-                if config.max_steps and pos.step >= config.max_steps:
-                    status = "max_steps"
-                    stop_now = True
-                    break
-            wants_stop = should_stop() if should_stop is not None else False
-            if all_reduce_flag(wants_stop, ctx):
-                optimizer.zero_grad(set_to_none=True)  # drop a half-accumulated step
-                status = STOPPED
-                message = f"stopped by the user after step {pos.step}"
-                stop_now = True
-                break
-        if status == STOPPED:
-            save("last", pos)
-            break
-        # epoch finished (or max_steps reached): validate, checkpoint
-        epoch_loss = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
-        metrics: dict[str, Any] = {}
-        if val_items:
-            metrics = validate(model, val_items, store, config) if ctx.is_main else {}
-            metrics = broadcast_object(metrics, ctx)
-        complete = mb >= len(micro_batches)
-        end_pos = _Position(epoch + 1, 0, pos.step) if complete else pos
-        last_metrics = dict(metrics)
-        record = {"kind": "val", "epoch": epoch + 1, "step": pos.step, "train_loss": epoch_loss, **metrics}
-        emit(record)
-        score = _score(metrics, epoch_loss)
-        improved = best_score is None or score > best_score
-        if improved:
-            best_score = score
-        save("last", end_pos, also_best=improved)
-        barrier(ctx)
-        pos = end_pos
-        epoch = pos.epoch if complete else epoch + 1
-        if complete and pos.epoch >= config.epochs:
-            break
-    elapsed = time.perf_counter() - started
-    rate = steps_this_run / step_seconds if step_seconds > 0 else 0.0
-    if not message:
-        what = {"max_steps": "reached max-steps", "finished": "finished"}.get(status, status)
-        message = f"{what} after {pos.step} steps"
-    tell(pos.step, total_steps, message)
-    result = TrainResult(status, pos.step, pos.epoch, out_dir, best_score, last_metrics, history, message, rate,
-                         elapsed)
-    if status == STOPPED:
-        raise Cancelled(message, partial=result)
-    return result
-
+    trainer = FinetuneTrainer(model, train_items, val_items, config, out_dir, resume=resume, progress=progress,
+                              on_event=on_event, should_stop=should_stop, ctx=ctx)
+    return trainer.run()
