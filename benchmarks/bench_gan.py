@@ -129,7 +129,12 @@ def cmd_drive(args: argparse.Namespace) -> None:
         if done % 100 == 0:
             print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
 
-    trainer.run(progress=progress, should_stop=lambda: time.perf_counter() > deadline)
+    from napari_retsam.progress import Cancelled
+
+    try:
+        trainer.run(progress=progress, should_stop=lambda: time.perf_counter() > deadline)
+    except Cancelled:  # the time limit: last.pt is written, the run continues with --resume
+        pass
     train_s = time.perf_counter() - t0
     iters = trainer.iteration - it0
     print(f"trained {iters} iterations in {train_s:.0f} s ({iters / train_s:.2f} it/s); total {trainer.iteration}")

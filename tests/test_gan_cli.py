@@ -88,6 +88,27 @@ def test_bad_input_exits_2_with_one_line(argv, message, gan_checkpoint, gan_imag
     assert len(err.splitlines()) == 1
 
 
+def test_a_stopped_run_exits_130_with_a_resume_hint(gan_folder: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A stop (Cancelled, last.pt written first) ends ``gan train`` like an interrupt: exit 130, and
+    stderr says how to continue."""
+    from napari_retsam.gan import train as gan_train
+
+    real = gan_train.train_gan
+
+    def stopping(*args, progress, **kwargs):  # stop after the first iteration
+        done = []
+        return real(*args, progress=lambda *a: (done.append(a), progress(*a)), should_stop=lambda: bool(done),
+                    **kwargs)
+
+    monkeypatch.setattr(gan_train, "train_gan", stopping)
+    out = tmp_path / "run"
+    assert main(["gan", "train", "--dataset", "folder", "--root", str(gan_folder), "--split", "all",
+                 "--out", str(out), *TINY]) == 130
+    err = capsys.readouterr().err
+    assert "stopped at iteration 1" in err and f"--resume {out / 'last.pt'}" in err
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 1
+
+
 def test_image_only_training_warns_and_records(gan_image_only_folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "img"
     assert main(["gan", "train", "--dataset", "folder", "--root", str(gan_image_only_folder), "--split", "all",

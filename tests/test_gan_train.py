@@ -14,6 +14,7 @@ from napari_retsam.errors import RetsamInputError
 from napari_retsam.gan import losses as gan_losses
 from napari_retsam.gan.checkpoint import load_generator
 from napari_retsam.gan.train import GanDivergedError, GanTrainer, read_loss_log, train_gan
+from napari_retsam.progress import STOPPED, Cancelled
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_training_changes_weights_and_writes_everything(tmp_path: Path, pairs) -
     seen = []
     result = trainer.run(progress=lambda done, total, msg: seen.append((done, total)))
     assert seen == [(1, 3), (2, 3), (3, 3)]
-    assert result.iteration == 3 and not result.stopped_early
+    assert result.iteration == 3 and result.status == "finished"
     after = trainer.G.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert any(not torch.equal(d_before[k], v) for k, v in trainer.D.state_dict().items())
@@ -55,10 +56,15 @@ def test_resume_is_exact(tmp_path: Path, pairs) -> None:
     cfg = tiny_config(iterations=4, checkpoint_every=2, sample_every=0)
     straight = GanTrainer(cfg, pairs, tmp_path / "straight")
     straight.run()
-    # k = 2 iterations, stop (as Cancel does), then resume to 4
+    # k = 2 iterations, stop (as Cancel does: the package's one way to stop), then resume to 4
     part = GanTrainer(cfg, pairs, tmp_path / "part")
-    part.run(should_stop=lambda: part.iteration >= 2)
-    assert _load(tmp_path / "part" / "last.pt")["iteration"] == 2
+    with pytest.raises(Cancelled) as stopped:
+        part.run(should_stop=lambda: part.iteration >= 2)
+    partial = stopped.value.partial
+    assert partial.status == STOPPED and partial.iteration == 2 and set(partial.last_losses) >= {"d_loss", "g_fm"}
+    assert partial.state_checkpoint == tmp_path / "part" / "last.pt" and "resume from" in str(stopped.value)
+    assert _load(tmp_path / "part" / "last.pt")["iteration"] == 2  # written before Cancelled was raised
+    assert _load(tmp_path / "part" / "generator_last.pt")["iteration"] == 2
     resumed = GanTrainer(cfg, pairs, tmp_path / "part", resume=tmp_path / "part" / "last.pt")
     assert resumed.iteration == 2
     resumed.run()
@@ -149,5 +155,10 @@ def test_image_only_training_records_untrained_masks(gan_image_only_checkpoint) 
 def test_train_gan_wrapper_single_process(tmp_path: Path, pairs) -> None:
     result = train_gan(tiny_config(iterations=1, sample_every=0), pairs, tmp_path)
     assert result.generator_checkpoint.is_file() and result.iteration == 1
+    # a stop passes through the wrapper as Cancelled, with the run so far (last.pt written)
+    with pytest.raises(Cancelled) as stopped:
+        train_gan(tiny_config(iterations=5, sample_every=0), pairs, tmp_path / "stop", should_stop=lambda: True)
+    assert stopped.value.partial.status == STOPPED and stopped.value.partial.iteration == 0
+    assert _load(tmp_path / "stop" / "last.pt")["iteration"] == 0
     with pytest.raises(RetsamInputError, match="32 px but the GAN is 64"):
         GanTrainer(tiny_config(size=64), pairs, tmp_path)

@@ -270,12 +270,31 @@ def _run_train(args: argparse.Namespace) -> int:
             if done == 1 or done == total or done % max(1, min(100, total // 20 or 1)) == 0:
                 print(message, flush=True)
 
-        result = train_gan(config, pairs, args.out, device=device, resume=args.resume, dataset_info=info,
-                           progress=progress, overwrite=args.overwrite)
+        from napari_retsam.progress import Cancelled
+
+        try:
+            result = train_gan(config, pairs, args.out, device=device, resume=args.resume, dataset_info=info,
+                               progress=progress, overwrite=args.overwrite)
+        except Cancelled as stop:  # last.pt was written first: say how to continue
+            return _stopped(stop)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports (and writes) alone
         print(f"generator checkpoint: {result.generator_checkpoint}")
         print(f"training state: {result.state_checkpoint} (iteration {result.iteration})")
     return 0
+
+
+def _stopped(stop: Any) -> int:
+    """A stopped run (:class:`~napari_retsam.progress.Cancelled`): the resume hint on stderr (rank 0),
+    exit code 130 (stopped by the user, as ``cli.main`` answers an interrupt)."""
+    partial = stop.partial
+    if os.environ.get("RANK", "0") == "0":
+        if partial is None:
+            print(f"retsam: {stop}", file=sys.stderr)
+        else:
+            print(f"retsam: GAN training stopped at iteration {partial.iteration}; generator: "
+                  f"{partial.generator_checkpoint}; continue with --resume {partial.state_checkpoint}",
+                  file=sys.stderr)
+    return 130
 
 
 def _check_sample_outputs(args: argparse.Namespace) -> None:

@@ -40,6 +40,13 @@ A non-finite loss stops training before the optimiser step with a
 :class:`GanDivergedError` naming the iteration; the last checkpoint on disk (the
 last good one) is kept.
 
+Stopping follows the package's progress/cancel contract
+(:mod:`napari_retsam.progress`): ``should_stop()`` is polled before every
+iteration; when it turns True the run writes ``last.pt`` (and
+``generator_last.pt``) and raises :class:`~napari_retsam.progress.Cancelled`
+whose ``partial`` is the :class:`TrainResult` so far, with ``status ==``
+:data:`~napari_retsam.progress.STOPPED` (resume from its ``state_checkpoint``).
+
 Multi-GPU: run ``torchrun --nproc_per_node N -m napari_retsam.cli.main gan train ...``;
 when ``WORLD_SIZE`` > 1 the process group is initialised (NCCL on CUDA, gloo on
 CPU), G and D are wrapped in DistributedDataParallel, each process reads its
@@ -66,6 +73,7 @@ from napari_retsam.gan.imaging import sample_grid, to_uint8_image, write_png
 from napari_retsam.gan.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss
 from napari_retsam.gan.models import build_discriminator, build_generator
 from napari_retsam.io_utils import atomic_save_torch, atomic_write_bytes, ensure_writable_dir
+from napari_retsam.progress import STOPPED, Cancelled, ProgressFn, StopFn, report
 
 __all__ = ["GanDivergedError", "TrainEvent", "TrainResult", "GanTrainer", "train_gan", "distributed_context",
            "read_loss_log"]
@@ -90,12 +98,15 @@ class TrainEvent:
 
 @dataclass
 class TrainResult:
+    """Outcome of a GAN run: returned when it finished, or ``Cancelled.partial`` when it was stopped."""
+
     iteration: int
-    stopped_early: bool
+    status: str  # "finished" | STOPPED (STOPPED: only as Cancelled.partial)
     out_dir: Path
     generator_checkpoint: Path
     state_checkpoint: Path
     last_losses: dict[str, float] = field(default_factory=dict)
+    message: str = ""
 
 
 @dataclass
@@ -186,6 +197,7 @@ class GanTrainer:
         self.cursor = 0  # samples consumed by this rank from the sampler's epoch sequence
         self.last_good: Path | None = None
         self._saved_at = -1
+        self.last_losses: dict[str, float] = {}  # of the latest iteration of this run
         self.grid_z = torch.randn(GRID_SAMPLES, config.z_dim,
                                   generator=torch.Generator().manual_seed(config.seed + 99991))
         self.grid_masks = self.grid_fovs = None
@@ -426,7 +438,9 @@ class GanTrainer:
 
         self.iteration += 1
         self.cursor += cfg.batch_size
-        return {"d_loss": loss_d.item(), "g_gan": loss_gan.item(), "g_fm": loss_fm.item(), "g_loss": loss_g.item()}
+        self.last_losses = {"d_loss": loss_d.item(), "g_gan": loss_gan.item(), "g_fm": loss_fm.item(),
+                            "g_loss": loss_g.item()}
+        return self.last_losses
 
     @torch.no_grad()
     def sample_grid(self) -> np.ndarray:
@@ -446,18 +460,38 @@ class GanTrainer:
         return sample_grid(images, None if m is None else (m[:, 0] > 0.5).cpu().numpy())
 
     # ------------------------------------------------------------------- run
-    def iter_train(self, should_stop: Callable[[], bool] | None = None) -> Iterator[TrainEvent]:
+    def stop_requested(self, should_stop: StopFn | None) -> bool:
+        """``should_stop()``; in a distributed run every rank stops when one asks (the flag is all-reduced)."""
+        wants = bool(should_stop()) if should_stop is not None else False
+        if self.dist.world_size > 1 and should_stop is not None:
+            import torch.distributed as dist
+
+            flag = torch.tensor([1.0 if wants else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            wants = bool(flag.item() > 0)
+        return wants
+
+    def result(self, status: str = "finished", message: str = "") -> TrainResult:
+        """The run so far as a :class:`TrainResult`."""
+        return TrainResult(self.iteration, status, self.out_dir, self.generator_path, self.state_path,
+                           dict(self.last_losses), message or f"{status} at iteration {self.iteration}")
+
+    def iter_train(self, should_stop: StopFn | None = None) -> Iterator[TrainEvent]:
         """Train up to ``config.iterations``, yielding a :class:`TrainEvent` per iteration.
 
-        ``should_stop`` is checked before every iteration; when it returns True
-        the state is saved and the generator ends (a cooperative Cancel).
+        ``should_stop`` is polled before every iteration; when it returns True the
+        state is saved (``last.pt``) and :class:`~napari_retsam.progress.Cancelled` is
+        raised with the result so far (``status == STOPPED``) as its ``partial``.
         """
         cfg = self.config
         log = open(self.log_path, "a") if self.dist.is_main else None
         try:
             while self.iteration < cfg.iterations:
-                if should_stop is not None and should_stop():
-                    break
+                if self.stop_requested(should_stop):
+                    self._checkpoint_now(log)
+                    message = (f"stopped by the user at iteration {self.iteration} of {cfg.iterations}; "
+                               f"resume from {self.state_path}")
+                    raise Cancelled(message, partial=self.result(STOPPED, message))
                 losses = self.train_step()
                 event = TrainEvent(self.iteration, cfg.iterations, losses)
                 if log is not None:
@@ -469,33 +503,36 @@ class GanTrainer:
                         ensure_writable_dir(self.out_dir / "samples")
                         write_png(self.out_dir / "samples" / f"iter_{self.iteration:06d}.png", grid)
                 if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.iterations:
-                    if log is not None:
-                        log.flush()
-                    event.checkpoint = self.save()
+                    event.checkpoint = self._checkpoint_now(log)
                 yield event
-            if self._saved_at != self.iteration:
-                if log is not None:
-                    log.flush()
-                self.save()
+            self._checkpoint_now(log)
         finally:
             if log is not None:
                 log.close()
 
-    def run(self, progress: Callable[[int, int, str], None] | None = None,
-            should_stop: Callable[[], bool] | None = None,
+    def _checkpoint_now(self, log: Any) -> Path | None:
+        """Flush the loss log and write the checkpoints, unless this iteration's are on disk already."""
+        if self._saved_at == self.iteration:
+            return None
+        if log is not None:
+            log.flush()
+        return self.save()
+
+    def run(self, progress: ProgressFn | None = None, should_stop: StopFn | None = None,
             preview: Callable[[int, np.ndarray], None] | None = None) -> TrainResult:
-        """Train to the end (or until ``should_stop``); callbacks get progress and sample grids."""
-        last: dict[str, float] = {}
+        """Train to the end; callbacks get progress and sample grids.
+
+        A stop request (``should_stop``) raises :class:`~napari_retsam.progress.Cancelled`
+        after ``last.pt`` is written (see :meth:`iter_train`).
+        """
         for event in self.iter_train(should_stop):
             last = event.losses
-            if progress is not None:
-                progress(event.iteration, event.total,
-                         f"iteration {event.iteration}/{event.total}: D {last['d_loss']:.3f}, "
-                         f"G {last['g_gan']:.3f} + {self.config.beta:g}·FM {last['g_fm']:.3f}")
+            report(progress, event.iteration, event.total,
+                   f"iteration {event.iteration}/{event.total}: D {last['d_loss']:.3f}, "
+                   f"G {last['g_gan']:.3f} + {self.config.beta:g}·FM {last['g_fm']:.3f}")
             if preview is not None and event.grid is not None:
                 preview(event.iteration, event.grid)
-        return TrainResult(self.iteration, self.iteration < self.config.iterations, self.out_dir,
-                           self.generator_path, self.state_path, last)
+        return self.result()
 
 
 #: What a run writes into its folder (an earlier run is recognised by any of them).
@@ -505,11 +542,14 @@ RUN_FILES: tuple[str, ...] = ("last.pt", "generator_last.pt", "losses.jsonl", "c
 def train_gan(config: GanConfig, pairs: PreparedPairs | NativePairs, out_dir: str | os.PathLike[str], *,
               device: str = "cpu", resume: str | os.PathLike[str] | None = None,
               dataset_info: dict[str, Any] | None = None,
-              progress: Callable[[int, int, str], None] | None = None,
-              should_stop: Callable[[], bool] | None = None,
+              progress: ProgressFn | None = None,
+              should_stop: StopFn | None = None,
               preview: Callable[[int, np.ndarray], None] | None = None,
               overwrite: bool = True) -> TrainResult:
     """Build a :class:`GanTrainer` (joining torchrun's process group if any) and run it.
+
+    A stop request raises :class:`~napari_retsam.progress.Cancelled` (``last.pt`` written,
+    ``partial`` = the :class:`TrainResult` so far), which passes through here.
 
     The run owns ``out_dir`` while it runs (:func:`napari_retsam.run_lock.lock_run_folder`,
     rank 0): a second run there is refused. A folder holding an earlier run
@@ -535,7 +575,12 @@ def train_gan(config: GanConfig, pairs: PreparedPairs | NativePairs, out_dir: st
                     clear_previous_run(earlier, keep=[resume] if resume else [])
             trainer = GanTrainer(config, pairs, out_dir, device=device, resume=resume,
                                  dataset_info=dataset_info, dist_ctx=ctx)
-            result = trainer.run(progress if ctx.is_main else None, should_stop, preview if ctx.is_main else None)
+            try:
+                result = trainer.run(progress if ctx.is_main else None, should_stop,
+                                     preview if ctx.is_main else None)
+            except Cancelled:
+                completed = True  # every rank stopped at the same iteration: they leave together
+                raise
         completed = True
         return result
     finally:
