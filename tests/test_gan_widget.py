@@ -137,7 +137,7 @@ def test_cancel_stops_and_saves_a_resumable_checkpoint(make_napari_viewer, qtbot
 
     def start():
         worker = w.start_training(tiny_config(iterations=10_000, sample_every=0, checkpoint_every=10_000))
-        worker.yielded.connect(lambda event: w.cancel_training())  # cancel after the first iteration
+        w.train_relay.progressed.connect(lambda *_: w.cancel_training())  # cancel after the first iteration
         return worker
 
     _run(qtbot, w, start)
@@ -148,6 +148,9 @@ def test_cancel_stops_and_saves_a_resumable_checkpoint(make_napari_viewer, qtbot
 
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == done
     assert w.resume_edit.text() == str(tmp_path / "run" / "last.pt")
+    # the run ended with Cancelled: its partial result is shown, not an error
+    assert w.last_train_result["status"] == "stopped"
+    assert w.train_status.text().startswith(f"cancelled at iteration {done}; resume from")
 
 
 def test_training_error_in_the_worker_becomes_a_notification(make_napari_viewer, qtbot, gan_folder, tmp_path: Path,

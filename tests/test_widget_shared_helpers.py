@@ -11,7 +11,7 @@ import pytest
 from segment_widget_setup import setup  # noqa: F401 (fixture)
 from segment_widget_setup import wait_idle as _wait
 
-MODULES = ("segment_widget", "finetune_widget", "metrics_panel", "baseline_widget")
+MODULES = ("segment_widget", "finetune_widget", "metrics_panel", "baseline_widget", "gan_widget")
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -82,6 +82,26 @@ def test_browse_rows_of_the_segment_and_finetune_widgets(setup, make_napari_view
     assert finetune.out_edit.text() == str(tmp_path)
     finetune.checkpoint_edit.parentWidget().browse_button.click()
     assert finetune.checkpoint_edit.text() == chosen
+
+
+@pytest.mark.napari
+def test_browse_rows_of_the_gan_widget(make_napari_viewer, monkeypatch, tmp_path):
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_retsam.widgets.gan_widget import GanWidget
+
+    chosen, filters = str(tmp_path / "last.pt"), []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName",
+                        staticmethod(lambda *a, **k: (filters.append(a[-1]), (chosen, ""))[1]))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(tmp_path)))
+    widget = GanWidget(make_napari_viewer())
+    for edit in (widget.root_edit, widget.out_edit, widget.export_edit, widget.report_root_edit):
+        edit.parentWidget().browse_button.click()
+        assert edit.text() == str(tmp_path)
+    for edit in (widget.resume_edit, widget.checkpoint_edit):
+        edit.parentWidget().browse_button.click()
+        assert edit.text() == chosen
+    assert filters == ["Checkpoints (*.pt)"] * 2
 
 
 @pytest.mark.napari

@@ -5,10 +5,14 @@ Train tab
     default), training unit (patches at native resolution by default), size,
     iterations, batch size, β, scales, seed, sample-grid interval, optional resume
     file. "Train" loads the data and trains in a napari worker thread
-    (:meth:`napari_retsam.gan.train.GanTrainer.iter_train`); each iteration
-    updates the progress bar, each sample grid replaces the Image layer
-    ``"GAN training preview"``. "Cancel" asks the loop to stop at the next
-    iteration; it then writes its checkpoint (resumable with "Resume from").
+    (:meth:`napari_retsam.gan.train.GanTrainer.run`, a plain function talking to the
+    GUI through the shared throttled relay, like the fine-tune widget): the
+    progress bar and status follow the iterations (at most one update per
+    :data:`UI_INTERVAL_S`), each sample grid replaces the Image layer
+    ``"GAN training preview"`` at once. "Cancel" asks the loop to stop at the
+    next iteration; it writes its checkpoint and raises
+    :class:`~napari_retsam.progress.Cancelled`, whose partial result the tab
+    shows ("cancelled at iteration N; resume from …", "Resume from" filled in).
 
 Generate tab
     generator checkpoint, number of samples, seed and, for a conditional
@@ -40,7 +44,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -55,10 +58,15 @@ from qtpy.QtWidgets import (
 
 from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
+from napari_retsam.progress import STOPPED, Cancelled
 from napari_retsam.widgets._common import (
+    ProgressRelay,
+    browse_row,
+    dock_as_tab,
     make_worker,
     notify_user_errors,
     set_combo_items,
+    set_progress,
     show_info,
     worker_error_handler,
 )
@@ -66,47 +74,41 @@ from napari_retsam.widgets._common import (
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["GanWidget"]
+__all__ = ["GanWidget", "UI_INTERVAL_S"]
 
 PREVIEW_LAYER = "GAN training preview"
 IMAGES_LAYER = "GAN images"
 MASKS_LAYER = "GAN vessel masks"
 NO_LAYER = "(none: paired generator)"
 DATASET_CHOICES = ("drive", "stare", "chase", "folder")
+#: Minimum seconds between two progress updates from the training worker (sample grids come at once).
+UI_INTERVAL_S = 1.0
+CHECKPOINT_FILTER = "Checkpoints (*.pt)"
 
 
-def _path_row(line: QLineEdit, directory: bool, parent: QWidget) -> QWidget:
-    row = QWidget(parent)
-    lay = QHBoxLayout(row)
-    lay.setContentsMargins(0, 0, 0, 0)
-    button = QPushButton("…", row)
-    button.setMaximumWidth(30)
-
-    def browse() -> None:
-        if directory:
-            path = QFileDialog.getExistingDirectory(parent, "Choose a folder", line.text())
-        else:
-            path, _ = QFileDialog.getOpenFileName(parent, "Choose a checkpoint", line.text(), "Checkpoints (*.pt)")
-        if path:
-            line.setText(path)
-
-    button.clicked.connect(browse)
-    lay.addWidget(line)
-    lay.addWidget(button)
-    return row
+def _summary(result: Any, total: int) -> dict[str, Any]:
+    """What the Train tab keeps of a :class:`napari_retsam.gan.train.TrainResult` (finished or partial)."""
+    return {"iteration": result.iteration, "total": total, "status": result.status,
+            "generator": str(result.generator_checkpoint), "state": str(result.state_checkpoint)}
 
 
 class GanWidget(QWidget):
     """Train / Generate tabs for the fundus–vessel GAN (see the module docstring)."""
 
-    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        dock_as_tab(self)  # all the plugin's widgets share one tabbed dock (see _common.dock_as_tab)
         prepare_torch_runtime()  # torch may load triton from any later call (see napari_retsam._torch_runtime)
         self.viewer = napari_viewer
         self.train_worker: Any = None
         self.generate_worker: Any = None
         self.report_worker: Any = None
         self._stop_event = threading.Event()
+        self._train_total = 0
+        #: worker thread -> UI thread: training progress and sample-grid records (throttled in the worker)
+        self.train_relay = ProgressRelay()
+        self.train_relay.progressed.connect(self._on_train_progress)
+        self.train_relay.records.connect(self._on_train_records)
         self._generated: Any = None  # napari_retsam.gan.sample.GeneratedSet
         self._generated_checkpoint: str | None = None
         self.last_train_result: Any = None
@@ -175,9 +177,9 @@ class GanWidget(QWidget):
         self.train_status.setWordWrap(True)
 
         form.addRow("Dataset", self.dataset_combo)
-        form.addRow("Folder", _path_row(self.root_edit, True, tab))
+        form.addRow("Folder", browse_row(self.root_edit, directory=True, caption="Choose the dataset folder"))
         form.addRow("Split", self.split_combo)
-        form.addRow("Output folder", _path_row(self.out_edit, True, tab))
+        form.addRow("Output folder", browse_row(self.out_edit, directory=True, caption="Choose the output folder"))
         form.addRow("Mode", self.mode_combo)
         form.addRow("Training unit", self.unit_combo)
         form.addRow("Size (px)", self.size_combo)
@@ -187,7 +189,8 @@ class GanWidget(QWidget):
         form.addRow("Discriminator scales", self.scales_spin)
         form.addRow("Seed", self.train_seed_spin)
         form.addRow("Sample grid every", self.sample_every_spin)
-        form.addRow("Resume from", _path_row(self.resume_edit, False, tab))
+        form.addRow("Resume from", browse_row(self.resume_edit, caption="Choose the last.pt of an earlier run",
+                                              file_filter=CHECKPOINT_FILTER))
         buttons = QWidget(tab)
         row = QHBoxLayout(buttons)
         row.setContentsMargins(0, 0, 0, 0)
@@ -231,8 +234,9 @@ class GanWidget(QWidget):
         dataset, split = self.dataset_combo.currentText(), self.split_combo.currentText()
         self._stop_event = threading.Event()
         stop = self._stop_event
+        relay = self.train_relay
 
-        def job():  # runs in the worker thread: no layer access here
+        def job():  # runs in the worker thread: no layer access here, the GUI hears it through the relay
             prepare_torch_runtime()  # before the optimizers import torch._dynamo -> triton
             from napari_retsam.data import open_dataset
             from napari_retsam.gan.data import training_pairs
@@ -242,30 +246,32 @@ class GanWidget(QWidget):
             pairs = training_pairs(ds, config)
             info = {"name": ds.name, "split": ds.split, "annotator": 1, "n_images": len(pairs)}
             trainer = GanTrainer(config, pairs, out, resume=resume, dataset_info=info)
-            for event in trainer.iter_train(should_stop=stop.is_set):
-                yield event
-            return {"iteration": trainer.iteration, "total": config.iterations,
-                    "generator": str(trainer.generator_path), "state": str(trainer.state_path),
-                    "has_masks": trainer.has_masks}
+            # at most one progress update per UI_INTERVAL_S; a sample grid at once
+            updates = relay.throttled(UI_INTERVAL_S, urgent=lambda rec: rec.get("kind") == "grid")
+            try:
+                return trainer.run(progress=updates.progress, should_stop=stop.is_set,
+                                   preview=lambda it, grid: updates.record({"kind": "grid", "iteration": it,
+                                                                            "grid": grid}))
+            finally:  # also when Cancel ends the run with Cancelled
+                updates.flush()
 
-        worker = self._make_worker(job)
-        worker.yielded.connect(self._on_train_event)
+        worker = self._make_worker(job, on_error=self._on_train_errored)  # Cancelled too
         worker.returned.connect(self._on_train_done)
         worker.finished.connect(self._on_train_finished)
         self.train_worker = worker
-        self.progress.setRange(0, config.iterations)
-        self.progress.setValue(0)
+        self._train_total = config.iterations
+        set_progress(self.progress, 0, config.iterations)
         self.train_status.setText("loading the dataset…")
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         worker.start()
         return worker
 
-    def _make_worker(self, job: Any) -> Any:
-        """A napari worker for ``job`` (not started) whose errors become one notification each:
-        ours (one line for user errors) instead of napari's traceback relay as well."""
+    def _make_worker(self, job: Any, on_error: Any = worker_error_handler) -> Any:
+        """A napari worker for ``job`` (not started) whose errors are reported once, by ``on_error``
+        (one line for user errors) instead of napari's traceback relay as well."""
         worker = make_worker(job)
-        worker.errored.connect(worker_error_handler)
+        worker.errored.connect(on_error)
         worker.finished.connect(self._job_finished)
         return worker
 
@@ -273,29 +279,48 @@ class GanWidget(QWidget):
         self.finished_jobs += 1
 
     def cancel_training(self) -> None:
-        """Ask the training loop to stop after the current iteration (it saves its checkpoint)."""
+        """Ask the training loop to stop after the current iteration (it saves its checkpoint and
+        raises :class:`~napari_retsam.progress.Cancelled`, whose partial result is shown)."""
         if self.train_worker is not None:
             self._stop_event.set()
             self.train_status.setText("cancelling: writing the checkpoint…")
 
-    def _on_train_event(self, event: Any) -> None:
-        self.progress.setValue(event.iteration)
-        losses = event.losses
-        self.train_status.setText(f"iteration {event.iteration}/{event.total}: D {losses['d_loss']:.3f}, "
-                                  f"G {losses['g_gan']:.3f}, FM {losses['g_fm']:.3f}")
-        if event.grid is not None:
-            if PREVIEW_LAYER in self.viewer.layers:
-                self.viewer.layers[PREVIEW_LAYER].data = event.grid
-            else:
-                self.viewer.add_image(event.grid, name=PREVIEW_LAYER, rgb=True)
+    def _on_train_progress(self, done: int, total: int, message: str) -> None:
+        if total > 0:
+            set_progress(self.progress, done, total)
+        if not self._stop_event.is_set():  # "cancelling…" stays until the run has stopped
+            self.train_status.setText(message)
 
-    def _on_train_done(self, result: dict[str, Any]) -> None:
-        self.last_train_result = result
-        state = "stopped" if result["iteration"] < result["total"] else "finished"
-        self.train_status.setText(f"{state} at iteration {result['iteration']}; generator: {result['generator']}")
-        self.checkpoint_edit.setText(result["generator"])
-        self.resume_edit.setText(result["state"])
-        show_info(f"GAN training {state} at iteration {result['iteration']}")
+    def _on_train_records(self, records: list) -> None:
+        grids = [rec["grid"] for rec in records if rec.get("kind") == "grid"]
+        if not grids:
+            return
+        if PREVIEW_LAYER in self.viewer.layers:
+            self.viewer.layers[PREVIEW_LAYER].data = grids[-1]
+        else:
+            self.viewer.add_image(grids[-1], name=PREVIEW_LAYER, rgb=True)
+
+    def _on_train_done(self, result: Any) -> None:
+        """A finished run's :class:`~napari_retsam.gan.train.TrainResult` (``returned``), or a
+        cancelled run's partial one (:meth:`_on_train_errored`)."""
+        summary = _summary(result, self._train_total)
+        self.last_train_result = summary
+        self.checkpoint_edit.setText(summary["generator"])
+        self.resume_edit.setText(summary["state"])
+        if result.status == STOPPED:
+            self.train_status.setText(f"cancelled at iteration {result.iteration}; resume from {summary['state']} "
+                                      f"(filled in above); generator: {summary['generator']}")
+            show_info(f"GAN training cancelled at iteration {result.iteration}; resume from {summary['state']}")
+        else:
+            self.train_status.setText(f"finished at iteration {result.iteration}; generator: {summary['generator']}")
+            show_info(f"GAN training finished at iteration {result.iteration}")
+
+    def _on_train_errored(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled) and exc.partial is not None:  # Cancel: last.pt written, result kept
+            self._on_train_done(exc.partial)
+            return
+        self.train_status.setText(f"stopped: {exc}")
+        worker_error_handler(exc)
 
     def _on_train_finished(self) -> None:
         self.train_worker = None
@@ -325,8 +350,7 @@ class GanWidget(QWidget):
         self.report_split_combo.addItems(["train", "test", "all"])
         self.report_button = QPushButton("Report", tab)
         self.generate_progress = QProgressBar(tab)
-        self.generate_progress.setRange(0, 1)
-        self.generate_progress.setValue(0)
+        set_progress(self.generate_progress, 0, 1)
         self.generate_status = QLabel("", tab)
         self.generate_status.setWordWrap(True)
         self.report_text = QLabel("", tab)
@@ -338,17 +362,19 @@ class GanWidget(QWidget):
         self.report_canvas = FigureCanvasQTAgg(self.report_figure)
         self.report_canvas.setMinimumHeight(180)
 
-        form.addRow("Generator checkpoint", _path_row(self.checkpoint_edit, False, tab))
+        form.addRow("Generator checkpoint", browse_row(self.checkpoint_edit, caption="Choose a generator checkpoint",
+                                                       file_filter=CHECKPOINT_FILTER))
         form.addRow("Number of samples", self.n_spin)
         form.addRow("Seed", self.seed_spin)
         form.addRow("Conditional mask layer", self.mask_layer_combo)
         form.addRow(self.warp_check)
         form.addRow(self.generate_button)
-        form.addRow("Export folder", _path_row(self.export_edit, True, tab))
+        form.addRow("Export folder", browse_row(self.export_edit, directory=True, caption="Choose the export folder"))
         form.addRow(self.overwrite_check)
         form.addRow(self.export_button)
         form.addRow("Report: real dataset", self.report_dataset_combo)
-        form.addRow("Folder", _path_row(self.report_root_edit, True, tab))
+        form.addRow("Folder", browse_row(self.report_root_edit, directory=True,
+                                         caption="Choose the real dataset folder"))
         form.addRow("Split", self.report_split_combo)
         form.addRow(self.report_button)
         form.addRow(self.generate_progress)
@@ -408,8 +434,7 @@ class GanWidget(QWidget):
         self.report_worker = None
         for button in (self.generate_button, self.export_button, self.report_button):
             button.setEnabled(True)
-        self.generate_progress.setRange(0, 1)
-        self.generate_progress.setValue(0)
+        set_progress(self.generate_progress, 0, 1)
 
     @notify_user_errors
     def generate(self, *_: Any) -> Any:
