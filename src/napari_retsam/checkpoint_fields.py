@@ -1,7 +1,7 @@
 """Typed field checks for loaded checkpoint dicts (torch imported inside).
 
 Every project checkpoint -- the fine-tuned SAM format (:mod:`napari_retsam.sam.checkpoints`)
-with its fine-tuning resume state (the ``"training"`` entry, :mod:`napari_retsam.training.loop`)
+with its fine-tuning resume state (the ``"training"`` entry, :mod:`napari_retsam.training.checkpoint`)
 and the GAN generator / training formats (:mod:`napari_retsam.gan.checkpoint`) -- is checked
 field by field on load with :class:`CheckpointFields`. A field that is missing, of the wrong
 type, out of range, or a tensor holding NaN/inf raises one

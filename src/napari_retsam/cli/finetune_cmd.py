@@ -158,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
         raise RetsamInputError(f"--resume file {args.resume} does not exist")
     _check_args(args)
     if args.resume:  # every field of the resume file is checked before any work
-        from napari_retsam.training.loop import _load_resume
-        _load_resume(args.resume)
+        from napari_retsam.training.checkpoint import read_resume
+        read_resume(args.resume)
     device = str(select_device(args.device))
     config = _config(args, device)
     options = DataOptions(

@@ -3,7 +3,9 @@
 * :mod:`~napari_retsam.training.losses` — :func:`bsd_loss` (batch-size-based dynamic Dice)
 * :mod:`~napari_retsam.training.config` — :class:`FinetuneConfig` (JSON-serialisable)
 * :mod:`~napari_retsam.training.data` — training items, prompts, augmentation, tiling
-* :mod:`~napari_retsam.training.loop` — :func:`train` (checkpoints, resume, validation)
+* :mod:`~napari_retsam.training.loop` — :func:`train` / :class:`FinetuneTrainer` (the loop,
+  one method per step; validation)
+* :mod:`~napari_retsam.training.checkpoint` — ``last.pt``/``best.pt`` contents, resume checks
 * :mod:`~napari_retsam.training.units` / :mod:`~napari_retsam.training.embedding_store` —
   tiles, targets and cached embeddings
 * :mod:`~napari_retsam.training.distributed` — torchrun / DDP helpers
@@ -24,6 +26,7 @@ _EXPORTS = {
     "FinetuneConfig": "napari_retsam.training.config",
     "TrainItem": "napari_retsam.training.data",
     "train": "napari_retsam.training.loop",
+    "FinetuneTrainer": "napari_retsam.training.loop",
     "TrainResult": "napari_retsam.training.loop",
     "TrainingDiverged": "napari_retsam.training.loop",
     "DataOptions": "napari_retsam.training.runner",
