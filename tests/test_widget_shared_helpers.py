@@ -49,6 +49,25 @@ def test_throttled_progress_batches_records_and_flushes(qtbot):
     assert len(records) == 3
 
 
+def test_run_error_handler_shows_a_partial_result_or_reports_the_error(qtbot, monkeypatch):
+    from qtpy.QtWidgets import QLabel
+
+    from napari_retsam.errors import RetsamInputError
+    from napari_retsam.progress import Cancelled
+    from napari_retsam.widgets import _common
+
+    shown, kept = [], []
+    monkeypatch.setattr(_common, "show_error", shown.append)
+    label = QLabel()
+    handler = _common.run_error_handler(kept.append, label)
+    handler(Cancelled("stopped by the user", partial="the run so far"))  # a stop: the partial result, no error
+    assert kept == ["the run so far"] and shown == [] and label.text() == ""
+    handler(RetsamInputError("bad folder"))
+    assert label.text() == "stopped: bad folder" and shown == ["bad folder"]
+    handler(Cancelled("cancelled by the user"))  # nothing kept: reported like an error
+    assert kept == ["the run so far"] and len(shown) == 2
+
+
 def test_set_progress():
     from qtpy.QtWidgets import QProgressBar
 

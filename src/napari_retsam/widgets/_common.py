@@ -10,9 +10,10 @@ Layer bookkeeping: :func:`watch_layer_list` keeps a widget's layer choices
 current, :func:`set_combo_items` refills a choice box keeping the user's pick,
 :func:`add_or_update_layer` writes an output layer in place on re-runs.
 
-The shared set every widget builds on (segment, fine-tune, metrics, Frangi;
-the GAN widget is to follow): :func:`make_worker` (a napari worker whose errors
+The shared set every widget builds on (segment, fine-tune, metrics, Frangi,
+GAN): :func:`make_worker` (a napari worker whose errors
 are reported once, by the widget's own ``errored`` handler),
+:func:`run_error_handler` (a stopped run's partial result, else the error),
 :class:`ProgressRelay` (worker thread → UI thread: ``progressed`` and
 ``records``; :meth:`ProgressRelay.throttled` for step-frequent updates),
 :func:`set_progress` (a progress bar update), :func:`browse_row` (a path field
@@ -85,6 +86,7 @@ __all__ = [
     "is_derived_image",
     "make_worker",
     "notify_user_errors",
+    "run_error_handler",
     "set_progress",
     "set_combo_items",
     "show_error",
@@ -122,6 +124,24 @@ def worker_error_handler(exc: BaseException) -> None:
         show_error(str(exc))
     else:
         show_error(f"{type(exc).__name__}: {exc}")
+
+
+def run_error_handler(on_partial: Callable[[Any], None], status: Any) -> Callable[[BaseException], None]:
+    """An ``errored`` handler for a worker whose run may be stopped (the cancel contract of
+    :mod:`napari_retsam.progress`): a :class:`~napari_retsam.progress.Cancelled` carrying a
+    partial result goes to ``on_partial`` (shown like a finished run; its checkpoint is written);
+    any other error shows ``"stopped: …"`` in the ``status`` label and is reported once
+    (:func:`worker_error_handler`)."""
+    from napari_retsam.progress import Cancelled
+
+    def handler(exc: BaseException) -> None:
+        if isinstance(exc, Cancelled) and exc.partial is not None:
+            on_partial(exc.partial)
+            return
+        status.setText(f"stopped: {exc}")
+        worker_error_handler(exc)
+
+    return handler
 
 
 def make_worker(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -72,7 +72,6 @@ from qtpy.QtWidgets import (
 from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
 from napari_retsam.options import DEVICE_CHOICES, USER_MODEL_TYPES
-from napari_retsam.progress import Cancelled
 from napari_retsam.training.config import FinetuneConfig
 from napari_retsam.widgets._common import (
     ProgressRelay,
@@ -80,9 +79,9 @@ from napari_retsam.widgets._common import (
     dock_as_tab,
     make_worker,
     notify_user_errors,
+    run_error_handler,
     set_progress,
     show_info,
-    worker_error_handler,
 )
 from napari_retsam.widgets._models import RegisteredModel, register_model
 
@@ -466,9 +465,10 @@ class FinetuneWidget(QWidget):
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self._config = config
-        worker = make_worker(self._job, options, config, out, resume, threads)  # errors (Cancelled too): _on_errored
+        worker = make_worker(self._job, options, config, out, resume, threads)
         worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
+        # Stop ends the run with Cancelled: its partial result is shown like a finished one
+        worker.errored.connect(run_error_handler(self._on_returned, self.status_label))
         worker.finished.connect(self._on_finished)
         self._worker = worker
         worker.start()
@@ -518,13 +518,6 @@ class FinetuneWidget(QWidget):
             )
             register_model(entry)
             show_info(f"fine-tuned model {entry.name} is now offered in the segmentation widget")
-
-    def _on_errored(self, exc: BaseException) -> None:
-        if isinstance(exc, Cancelled) and exc.partial is not None:  # Stop: last.pt written, result kept
-            self._on_returned(exc.partial)
-            return
-        self.status_label.setText(f"stopped: {exc}")
-        worker_error_handler(exc)
 
     def _on_finished(self) -> None:
         self._worker = None

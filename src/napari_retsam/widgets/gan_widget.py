@@ -58,13 +58,14 @@ from qtpy.QtWidgets import (
 
 from napari_retsam._torch_runtime import prepare_torch_runtime
 from napari_retsam.errors import RetsamInputError
-from napari_retsam.progress import STOPPED, Cancelled
+from napari_retsam.progress import STOPPED
 from napari_retsam.widgets._common import (
     ProgressRelay,
     browse_row,
     dock_as_tab,
     make_worker,
     notify_user_errors,
+    run_error_handler,
     set_combo_items,
     set_progress,
     show_info,
@@ -255,7 +256,8 @@ class GanWidget(QWidget):
             finally:  # also when Cancel ends the run with Cancelled
                 updates.flush()
 
-        worker = self._make_worker(job, on_error=self._on_train_errored)  # Cancelled too
+        # Cancel ends the run with Cancelled: its partial result is shown like a finished one
+        worker = self._make_worker(job, on_error=run_error_handler(self._on_train_done, self.train_status))
         worker.returned.connect(self._on_train_done)
         worker.finished.connect(self._on_train_finished)
         self.train_worker = worker
@@ -302,7 +304,7 @@ class GanWidget(QWidget):
 
     def _on_train_done(self, result: Any) -> None:
         """A finished run's :class:`~napari_retsam.gan.train.TrainResult` (``returned``), or a
-        cancelled run's partial one (:meth:`_on_train_errored`)."""
+        cancelled run's partial one (``Cancelled.partial``, via :func:`run_error_handler`)."""
         summary = _summary(result, self._train_total)
         self.last_train_result = summary
         self.checkpoint_edit.setText(summary["generator"])
@@ -314,13 +316,6 @@ class GanWidget(QWidget):
         else:
             self.train_status.setText(f"finished at iteration {result.iteration}; generator: {summary['generator']}")
             show_info(f"GAN training finished at iteration {result.iteration}")
-
-    def _on_train_errored(self, exc: BaseException) -> None:
-        if isinstance(exc, Cancelled) and exc.partial is not None:  # Cancel: last.pt written, result kept
-            self._on_train_done(exc.partial)
-            return
-        self.train_status.setText(f"stopped: {exc}")
-        worker_error_handler(exc)
 
     def _on_train_finished(self) -> None:
         self.train_worker = None
