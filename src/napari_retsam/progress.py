@@ -1,7 +1,7 @@
 """The one progress/cancel contract of the package (no torch, no Qt).
 
 Every long computation -- segmentation, SAM (auto), checkpoint download, the
-Frangi baseline, fine-tuning (and the GAN, see below) -- takes two optional
+Frangi baseline, fine-tuning, GAN training -- takes two optional
 keyword callbacks and nothing else for this purpose:
 
 * ``progress: ProgressFn | None`` called as ``progress(done, total, message)``
@@ -11,13 +11,14 @@ keyword callbacks and nothing else for this purpose:
 **The one way to stop is the :class:`Cancelled` exception.** When
 ``should_stop()`` turns True the computation raises ``Cancelled`` instead of
 returning. A computation whose partial work is worth keeping finishes the
-current step, writes what it promises (a training run: its resumable
-``last.pt``) and puts its result so far in :attr:`Cancelled.partial` (a run
-result whose ``status`` is :data:`STOPPED`); otherwise ``partial`` is None.
+current step, writes what it promises (a training run, fine-tuning or GAN: its
+resumable ``last.pt``) and puts its result so far in :attr:`Cancelled.partial`
+(a run result whose ``status`` is :data:`STOPPED`); otherwise ``partial`` is None.
 A function never signals a stop by returning None or a special value.
 
-Callers: the CLI lets ``Cancelled`` end the command; widgets catch it in their
-worker's error path and show ``partial`` when there is one.
+Callers: the CLI lets ``Cancelled`` end the command (``retsam gan train`` prints
+how to resume and exits 130); widgets catch it in their worker's error path and
+show ``partial`` when there is one.
 """
 
 from __future__ import annotations
