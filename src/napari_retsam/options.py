@@ -33,11 +33,11 @@ USER_MODEL_TYPES: tuple[str, ...] = ("lite_medsam", "vit_b", "vit_l", "vit_h")
 DEFAULT_MODEL_TYPE = "lite_medsam"
 #: Device names accepted everywhere (``auto``: CUDA, then Apple MPS, then CPU).
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
-#: Precision of encoder passes without autograd (segmentation, fine-tuning's cached
-#: embeddings): "fp32" (exact), "bf16" (bfloat16 autocast, faster on CPUs with
-#: AVX512-BF16/AMX and on GPUs), "auto" (bf16 where the CPU has native bf16 or on a
-#: GPU, else fp32). Default "auto": on all 20 DRIVE test images bf16 changed the
-#: vessel AUC by less than the 0.002 allowed (README, "Speed").
+#: Precision of inference encoder passes (segmentation): "fp32" (exact), "bf16"
+#: (bfloat16 autocast, faster on CPUs with AVX512-BF16/AMX and on GPUs), "auto"
+#: (bf16 where the CPU has native bf16 or on a GPU, else fp32). Default "auto": on
+#: all 20 DRIVE test images bf16 changed the vessel AUC by 0.0002 (README, "Speed").
+#: Fine-tuning caches its embeddings in fp32 (FinetuneConfig.embedding_precision).
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
 DEFAULT_PRECISION = "auto"
 #: Smallest tile side in pixels (0 = whole image, no tiling).

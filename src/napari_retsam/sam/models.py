@@ -218,8 +218,8 @@ class RetsamSam(nn.Module):
         self.encoder_sha256 = encoder_sha256 or f"random-{uuid.uuid4().hex}"
         self.source: dict[str, Any] = {}
         #: "fp32" (exact), "bf16" (bfloat16 autocast where the CPU/GPU has it) or "auto"
-        #: (bf16 on CPUs with native bf16, else fp32) for encoder passes without autograd
-        #: (segmentation and the cached embeddings of fine-tuning). Default: options.DEFAULT_PRECISION.
+        #: (bf16 on CPUs with native bf16, else fp32) for encoder passes without autograd.
+        #: Default: options.DEFAULT_PRECISION; fine-tuning's embedding store sets its own (fp32).
         from napari_retsam.options import DEFAULT_PRECISION
 
         self.encoder_precision = DEFAULT_PRECISION

@@ -23,6 +23,8 @@ reads the entries the other ranks wrote.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ class EmbeddingStore:
         world_size: int = 1,
         rank: int = 0,
         max_bytes: int = 8 << 30,
+        precision: str | None = None,
     ) -> None:
         from napari_retsam.sam.embeddings import EmbeddingCache
 
@@ -60,6 +63,21 @@ class EmbeddingStore:
         self.keep_pixels = bool(getattr(model, "uses_pixels", False))
         self.signatures: dict[str, dict[str, Any]] = {}
         self.encoder_calls = 0
+        #: encoder precision of the stored embeddings (None: the model's own setting)
+        self.precision = precision
+
+    @contextlib.contextmanager
+    def _encoder_precision(self) -> Iterator[None]:
+        """The model's encoder at this store's precision (signatures and passes alike), restored after."""
+        saved = getattr(self.model, "encoder_precision", None)
+        if self.precision is None or saved is None:
+            yield
+            return
+        self.model.encoder_precision = self.precision
+        try:
+            yield
+        finally:
+            self.model.encoder_precision = saved
 
     @torch.no_grad()
     def _encode(self, tile_rgb: np.ndarray) -> torch.Tensor:
@@ -71,7 +89,8 @@ class EmbeddingStore:
         """Make the tile ``window`` (y0, x0, y1, x1) of ``image_rgb`` available; return its key."""
         from napari_retsam.sam.embeddings import embedding_signature, signature_key
 
-        signature = embedding_signature(self.model, image_hash, window)
+        with self._encoder_precision():
+            signature = embedding_signature(self.model, image_hash, window)
         key = signature_key(signature)
         if key in self.signatures:
             return key
@@ -88,7 +107,8 @@ class EmbeddingStore:
         if cached is not None:
             self.tensors[key] = cached
         elif index % self.world_size == self.rank:
-            embedding = self._encode(tile)
+            with self._encoder_precision():
+                embedding = self._encode(tile)
             self.cache.put(signature, embedding)
             self.tensors[key] = embedding
         return key
@@ -124,5 +144,5 @@ class EmbeddingStore:
         self.encoder_calls += len(keys)
         if self.full:
             return self.model.embed(stacked)
-        with torch.no_grad():
+        with torch.no_grad(), self._encoder_precision():
             return self.model.embed(stacked)

@@ -352,7 +352,8 @@ class FinetuneTrainer:
             cache_dir = str(self.out_dir / "embedding_cache")
         self.store = EmbeddingStore(self.model, full_finetune=config.full_finetune, cache=config.cache_embeddings,
                                     cache_dir=cache_dir if config.cache_embeddings else None,
-                                    world_size=ctx.world_size, rank=ctx.rank)
+                                    world_size=ctx.world_size, rank=ctx.rank,
+                                    precision=config.embedding_precision)
         self._n_tiles = 0
         self.train_set = build_units(self.train_items, config, config.n_views, self.model.img_size,
                                      self._register_tile, lowres=4 * self.model.config.embedding_size)
