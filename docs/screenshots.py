@@ -339,6 +339,14 @@ def stage_gan(d: Driver, folder: Path, iterations: int) -> Path:
     d.shot("05_gan_training.png")
 
     w.tabs.setCurrentIndex(1)  # Generate: the checkpoint field was filled in by the training run
+    # The default generator is conditional on 64-px patches: give it a whole annotation to cut
+    # (warped) patches from, as a user would with an open gold standard.
+    from napari_retsam.data import open_dataset
+
+    first = open_dataset("folder", folder, split="all")[0]
+    d.viewer.add_labels(first.gold.astype("uint8"), name="annotation for the GAN")
+    w.mask_layer_combo.setCurrentText("annotation for the GAN")
+    w.warp_check.setChecked(True)
     w.n_spin.setValue(8)
     w.seed_spin.setValue(7)
     done = w.finished_jobs
@@ -361,7 +369,7 @@ def stage_gan(d: Driver, folder: Path, iterations: int) -> Path:
     d.only_visible(MASKS_LAYER, IMAGES_LAYER)
     d.shot("06_gan_samples.png")
     # the export is on disk (fine-tuning reads it); the stacks would add a slider to the later screenshots
-    for name in (MASKS_LAYER, IMAGES_LAYER, PREVIEW_LAYER):
+    for name in (MASKS_LAYER, IMAGES_LAYER, PREVIEW_LAYER, "annotation for the GAN"):
         d.viewer.layers.remove(name)
     return export
 
