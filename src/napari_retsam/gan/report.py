@@ -261,7 +261,8 @@ def report_summary_lines(report: dict[str, Any]) -> list[str]:
         return f"{d['mean']:{fmt}} ± {d['std']:{fmt}}"
 
     lines = [
-        f"generator: {report['generator']['mode']}, {report['generator'].get('unit', 'image')}s of "
+        f"generator: {report['generator']['mode']}, "
+        f"{'patches' if report['generator'].get('unit') == 'patch' else 'images'} of "
         f"{report['generator']['size']} px, "
         f"iteration {report['generator']['iteration']}; {report['n_generated']} generated vs {report['n_real']} real",
         f"colour histogram distance (TV, 0 = identical): generated vs real {chd['generated_vs_real']:.3f}"
