@@ -298,8 +298,8 @@ def main() -> None:
         summary[row] = entry
     results["summary"] = summary
     save()
-    print("| rows | DRIVE AUC | DRIVE F1 | STARE AUC | STARE F1 | Δ DRIVE AUC (paired) | Δ DRIVE F1 (paired) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| rows | DRIVE AUC | DRIVE F1 | STARE AUC | STARE F1 | Δ DRIVE AUC | Δ DRIVE F1 | Δ STARE AUC |")
+    print("|---|---|---|---|---|---|---|---|")
     for row, e in summary.items():
         def ms(k: str) -> str:
             return f"{e[k]['mean']:.4f} ± {e[k]['sd']:.4f}"
@@ -308,8 +308,8 @@ def main() -> None:
             v = e.get(k)
             return "—" if v is None else f"{v['mean']:+.4f} ± {v['sd']:.4f}"
 
-        print(f"| {row} | {ms('DRIVE_auc')} | {ms('DRIVE_f1')} | {ms('STARE_auc')} | {ms('STARE_f1')} | "
-              f"{d('DRIVE_auc_paired_diff')} | {d('DRIVE_f1_paired_diff')} |")
+        print(f"| {row} ({e['n_seeds']} seeds) | {ms('DRIVE_auc')} | {ms('DRIVE_f1')} | {ms('STARE_auc')} | {ms('STARE_f1')} | "
+              f"{d('DRIVE_auc_paired_diff')} | {d('DRIVE_f1_paired_diff')} | {d('STARE_auc_paired_diff')} |")
 
 
 if __name__ == "__main__":
