@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 ROWS = [
@@ -50,12 +49,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    from napari_retsam.data import mask_bounding_box, open_dataset
-    from napari_retsam.metrics import evaluate_set
-    from napari_retsam.sam import EmbeddingCache, Segmenter, load_sam
-    from napari_retsam.training.config import FinetuneConfig
+    from _protocol import finetune_and_evaluate
+
+    from napari_retsam.data import open_dataset
     from napari_retsam.training.data import items_from_dataset
-    from napari_retsam.training.loop import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,20 +62,9 @@ def main() -> None:
     results = []
     rows = [ROWS[i] for i in args.rows] if args.rows else ROWS
     for name, change in rows:
-        start = time.perf_counter()
-        model = load_sam(model_type="lite_medsam", device="cpu")
-        config = FinetuneConfig(epochs=1000, max_steps=args.steps, n_views=1, val_fraction=0.0, device="cpu",
-                                cache_dir=str(cache_dir), seed=0, **change)
         run_dir = out / name.split(",")[0].replace(" ", "").replace("+", "_") / ("pix" if change["pixel_branch"] else "emb")
-        train(model, train_items, [], config, run_dir)
-        seconds = time.perf_counter() - start
-        model.eval()
-        segmenter = Segmenter(model, cache=EmbeddingCache(disk_dir=cache_dir))
-        probs = [segmenter.segment(s.image, mask_bounding_box(s.fov)[None], tile=config.tile,
-                                   overlap=config.overlap).prob for s in test]
-        pooled = evaluate_set(probs, [s.gold for s in test], [s.fov for s in test]).pooled
-        results.append({"row": name, **change, "auc": pooled.auc, "f1": pooled.f1, "se": pooled.se, "sp": pooled.sp,
-                        "train_seconds": round(seconds, 1)})
+        results.append({"row": name, **change,
+                        **finetune_and_evaluate(change, train_items, test, cache_dir, run_dir, args.steps)})
         print(json.dumps(results[-1]), flush=True)
     (out / "ablation.json").write_text(json.dumps({
         "protocol": {"train_images": args.train_images, "test_images": args.test_images, "steps": args.steps,

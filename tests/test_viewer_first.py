@@ -6,7 +6,8 @@ does torch run, and torch imports triton, whose own LLVM crashed the process
 (SIGSEGV) before :mod:`napari_retsam._torch_runtime`. Each case runs in a fresh
 subprocess (this file run as a script) so nothing torch-related is loaded before
 the viewer: Segment, Fine-tune Train and GAN Train, each with tiny settings,
-must exit cleanly and leave their output layers/files.
+must exit cleanly and leave their output layers/files; and Segment once more
+with nothing changed, i.e. the real bundled LiteMedSAM as a user first meets it.
 
 Checked by hand: with ``RETSAM_TRITON_PRELOAD=0`` (the guard's opt-out) every
 case dies with SIGSEGV under Xvfb.
@@ -88,6 +89,39 @@ def _segment(viewer, tmp: Path, checkpoint: str) -> None:
         assert viewer.layers[name].data.shape == viewer.layers[SAMPLE_IMAGE].data.shape[:2]
 
 
+def _segment_default(viewer, tmp: Path, _unused: str) -> None:
+    """The first-day path of the README with the REAL bundled LiteMedSAM and no setting changed.
+
+    Open the sample, New box layer, draw a rectangle, Segment: the defaults (the
+    embedded lite_medsam weights, tiling, precision) must give a result with no
+    file dialog and no network. Zero-shot LiteMedSAM segments the object in the
+    box (the fundus), so the check is that a real probability map came back, not
+    vessel quality.
+    """
+    import numpy as np
+
+    from napari_retsam.options import DEFAULT_MODEL_TYPE
+
+    widget = _dock(viewer, "SAM segmentation")
+    assert widget.model_combo.currentText() == DEFAULT_MODEL_TYPE == "lite_medsam"
+    assert widget.checkpoint_edit.text() == ""
+    widget.new_box_button.click()
+    shapes = viewer.layers[widget.shapes_combo.currentText()]
+    shapes.add_rectangles(np.array([[60.0, 60.0], [60.0, 300.0], [300.0, 300.0], [300.0, 60.0]]))
+    widget.segment_button.click()
+    _wait(lambda: widget.busy, "the worker to start", 5)
+    _wait(lambda: not widget.busy, "LiteMedSAM to finish", TIMEOUT_S - 20)
+    status = widget.status_label.text()
+    assert status.startswith("done"), status
+    prob = np.asarray(viewer.layers[f"{SAMPLE_IMAGE} SAM prob"].data, dtype=np.float32)
+    mask = np.asarray(viewer.layers[f"{SAMPLE_IMAGE} SAM mask"].data)
+    inside = prob[60:300, 60:300]
+    assert np.isfinite(prob).all() and 0.0 <= prob.min() and prob.max() <= 1.0
+    assert inside.std() > 0.05, "a flat probability map: not a real model's output"
+    assert prob[320:, 320:].max() == 0.0, "pixels outside the box got a probability"
+    assert 0 < (mask[60:300, 60:300] > 0).mean() < 1
+
+
 def _finetune(viewer, tmp: Path, checkpoint: str) -> None:
     widget = _dock(viewer, "Fine-tune SAM")
     widget.torch_threads = 1
@@ -134,7 +168,7 @@ def _gan(viewer, tmp: Path, folder: str) -> None:
 
 def _main(case: str, tmp: str, resource: str) -> int:
     viewer = _viewer_with_sample()
-    {"segment": _segment, "finetune": _finetune, "gan": _gan}[case](viewer, Path(tmp), resource)
+    {"segment": _segment, "segment_default": _segment_default, "finetune": _finetune, "gan": _gan}[case](viewer, Path(tmp), resource)
     print("layers:", [layer.name for layer in viewer.layers], flush=True)
     viewer.close()
     print(f"{case}: OK", flush=True)
@@ -142,7 +176,7 @@ def _main(case: str, tmp: str, resource: str) -> int:
 
 
 # --------------------------------------------------------------------------- the tests
-CASES = ("segment", "finetune", "gan")
+CASES = ("segment", "segment_default", "finetune", "gan")
 
 
 @pytest.fixture(scope="module")
