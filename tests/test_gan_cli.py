@@ -95,10 +95,10 @@ def test_a_stopped_run_exits_130_with_a_resume_hint(gan_folder: Path, tmp_path: 
 
     real = gan_train.train_gan
 
-    def stopping(*args, progress, **kwargs):  # stop after the first iteration
+    def stopping(*args, progress, should_stop, **kwargs):  # stop after the first iteration
         done = []
-        return real(*args, progress=lambda *a: (done.append(a), progress(*a)), should_stop=lambda: bool(done),
-                    **kwargs)
+        return real(*args, progress=lambda *a: (done.append(a), progress(*a)),
+                    should_stop=lambda: bool(done) or should_stop(), **kwargs)
 
     monkeypatch.setattr(gan_train, "train_gan", stopping)
     out = tmp_path / "run"

@@ -186,8 +186,19 @@ def run(args: argparse.Namespace) -> int:
         elif main_rank and record.get("kind") == "note":
             print(f"note: {record['message']}", file=sys.stderr, flush=True)
 
-    result = finetune(options, config, args.out, resume=args.resume, progress=progress, on_event=on_event,
-                      overwrite=args.overwrite)
+    from napari_retsam.cli._interrupt import stop_on_interrupt
+    from napari_retsam.progress import Cancelled
+
+    with stop_on_interrupt("fine-tuning") as should_stop:
+        try:
+            result = finetune(options, config, args.out, resume=args.resume, progress=progress,
+                              on_event=on_event, should_stop=should_stop, overwrite=args.overwrite)
+        except Cancelled as stop:  # last.pt was written first: say how to continue
+            partial = stop.partial
+            if main_rank:
+                where = f"; continue with --resume {partial.last_path}" if partial and partial.last_path else ""
+                print(f"retsam: {stop}{where}", file=sys.stderr)
+            return 130
     if main_rank:
         print(f"{result.message}; wrote {result.last_path}, {result.best_path}, {result.log_path} "
               f"({result.steps_per_second:.2f} steps/s)")

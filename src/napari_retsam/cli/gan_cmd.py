@@ -270,13 +270,15 @@ def _run_train(args: argparse.Namespace) -> int:
             if done == 1 or done == total or done % max(1, min(100, total // 20 or 1)) == 0:
                 print(message, flush=True)
 
+        from napari_retsam.cli._interrupt import stop_on_interrupt
         from napari_retsam.progress import Cancelled
 
-        try:
-            result = train_gan(config, pairs, args.out, device=device, resume=args.resume, dataset_info=info,
-                               progress=progress, overwrite=args.overwrite)
-        except Cancelled as stop:  # last.pt was written first: say how to continue
-            return _stopped(stop)
+        with stop_on_interrupt("GAN training") as should_stop:
+            try:
+                result = train_gan(config, pairs, args.out, device=device, resume=args.resume, dataset_info=info,
+                                   progress=progress, should_stop=should_stop, overwrite=args.overwrite)
+            except Cancelled as stop:  # last.pt was written first: say how to continue
+                return _stopped(stop)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports (and writes) alone
         print(f"generator checkpoint: {result.generator_checkpoint}")
         print(f"training state: {result.state_checkpoint} (iteration {result.iteration})")
