@@ -70,11 +70,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--repeats", type=int, default=2, help="timing rounds (default 2)")
     parser.add_argument("--skip-accuracy", action="store_true", help="only time the window sizes")
+    parser.add_argument("--skip-timing", action="store_true", help="only fine-tune and score (time later, idle)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args()
 
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     from _protocol import finetune_and_evaluate
 
     from napari_retsam.data import open_dataset
@@ -87,6 +89,8 @@ def main() -> None:
     if not args.skip_accuracy:
         train_items = items_from_dataset("drive", args.root, "train", args.train_images, 1)
         test = list(open_dataset("drive", args.root, "test"))[: args.test_images]
+        done["protocol"] = {"train_images": args.train_images, "test_images": args.test_images, "steps": args.steps,
+                            "views": 1, "batch": 8, "seed": 0, "overlap": "window / 8", "threshold": 0.5}
         for tile in args.tiles:
             if str(tile) in done["rows"]:
                 continue
@@ -95,10 +99,9 @@ def main() -> None:
                                                             out / f"tile{tile}", args.steps)
             print(tile, json.dumps(done["rows"][str(tile)]), flush=True)
             result_file.write_text(json.dumps(done, indent=2))
+    if args.skip_timing:
+        return
     done["timing"] = {str(t): v for t, v in _time_segmentation(args.root, out, args.tiles, args.repeats).items()}
-    if not args.skip_accuracy:
-        done["protocol"] = {"train_images": args.train_images, "test_images": args.test_images, "steps": args.steps,
-                            "views": 1, "batch": 8, "seed": 0, "overlap": "window / 8", "threshold": 0.5}
     done["timing_protocol"] = {"image": "DRIVE 01_test", "rounds": args.repeats, "precision": "default",
                                "threads": torch.get_num_threads()}
     result_file.write_text(json.dumps(done, indent=2))

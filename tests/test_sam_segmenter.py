@@ -317,3 +317,31 @@ def test_auto_mode_takes_the_whole_image_embedding_from_the_cache(tiny_sam, imag
 
     with pytest.raises(Cancelled):
         auto_segment(tiny_sam, image, should_stop=lambda: True, **kwargs)
+
+
+def test_unchanged_prompts_are_not_decoded_again(tiny_finetuned_checkpoint, image):
+    """Live editing: only the (window, box) prompts that changed run the decoder; the result is
+    the same as a fresh segmenter's, and a weight change of the decoder or fusion block decodes again."""
+    from napari_retsam.sam.checkpoints import load_sam
+
+    model = load_sam(tiny_finetuned_checkpoint, device="cpu")
+    seg = Segmenter(model)
+    boxes = [[5.0, 5.0, 50.0, 40.0], [70.0, 30.0, 115.0, 85.0]]
+    first = seg.segment(image, boxes, tile=64, overlap=16)
+    assert first.n_decoded >= 2
+    assert seg.segment(image, boxes, tile=64, overlap=16).n_decoded == 0  # a re-run: nothing to decode
+
+    moved = [boxes[0], [72.0, 30.0, 115.0, 85.0]]  # the user drags the second box
+    fresh = Segmenter(model).segment(image, moved, tile=64, overlap=16)
+    again = seg.segment(image, moved, tile=64, overlap=16)
+    assert 0 < again.n_decoded < fresh.n_decoded == first.n_decoded  # only the second box's windows
+    np.testing.assert_allclose(again.probs, fresh.probs, atol=1e-6)
+
+    for module in (model.sam.mask_decoder, model.fusion):  # a training step changes either
+        with torch.no_grad():
+            next(module.parameters()).mul_(1.5)
+        changed = seg.segment(image, moved, tile=64, overlap=16)
+        assert changed.n_embedded == 0 and changed.n_decoded == fresh.n_decoded
+        np.testing.assert_allclose(changed.probs, Segmenter(model).segment(image, moved, tile=64, overlap=16).probs,
+                                   atol=1e-6)
+        assert not np.allclose(changed.probs, again.probs, atol=1e-4)

@@ -370,6 +370,11 @@ class RetsamSam(nn.Module):
             num_classes=self.num_classes, chunk_size=chunk_size, return_iou=return_iou, skip=skip,
         )
 
+    def decoder_state_id(self) -> tuple[int, ...]:
+        """Changes whenever the prompt encoder's or the mask decoder's weights change."""
+        parts = (self.sam.prompt_encoder, self.sam.mask_decoder)
+        return (*(id(m) for m in parts), *(int(p._version) for m in parts for p in m.parameters()))
+
     def fusion_state_id(self) -> tuple[int, ...]:
         """Changes whenever the fusion block's weights change (object id + in-place versions)."""
         return (id(self.fusion), *(int(p._version) for p in self.fusion.parameters()))

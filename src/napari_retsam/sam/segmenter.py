@@ -51,6 +51,7 @@ class SegmentResult:
     tiles: list[Tile]  # windows that were embedded/prompted
     n_embedded: int  # encoder passes run by this call (0 when all were cached)
     timings: dict[str, float] = field(default_factory=dict)
+    n_decoded: int = -1  # (window, box) prompts the decoder ran for (the others were memoised); -1: unknown
 
     @property
     def prob(self) -> np.ndarray:
@@ -90,12 +91,17 @@ class Segmenter:
 
     #: fused embeddings kept for the last windows (fusion runs once per window, not per call)
     FUSED_MEMO_SIZE = 16
+    #: decoder outputs kept for the last (window, box) prompts: a prompt that did not change
+    #: since the last call (the other boxes of a live edit, a re-run) is not decoded again.
+    #: One entry is L×256×256 float32 (256 KiB for one class), so at most 64 MiB.
+    DECODED_MEMO_SIZE = 256
 
     def __init__(self, model: Any, *, cache: EmbeddingCache | None = None, chunk_size: int = 4) -> None:
         self.model = model
         self.cache = cache if cache is not None else EmbeddingCache()
         self.chunk_size = int(chunk_size)
         self._fused: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
+        self._decoded: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
 
     def _fused_embedding(
         self, signature: dict[str, Any], embedding: torch.Tensor, tile_rgb: np.ndarray
@@ -161,7 +167,7 @@ class Segmenter:
 
         total = len(used) + 1
         misses_before = self.cache.misses
-        embeddings, skips = [], []
+        embeddings, skips, window_keys = [], [], []
         for i, t in enumerate(used):
             check_stop(should_stop)
             signature = embedding_signature(self.model, image_hash, grid[t])
@@ -177,6 +183,7 @@ class Segmenter:
             y0, x0, y1, x1 = grid[t]
             fused, skip = self._fused_embedding(signature, embedding, rgb[y0:y1, x0:x1])
             embeddings.append(fused[0])
+            window_keys.append(signature_key(signature))
             if skip is not None:
                 skips.append(skip[0])
         n_embedded = self.cache.misses - misses_before
@@ -194,18 +201,10 @@ class Segmenter:
             if t not in geometry:
                 geometry[t] = (original, prepare_geometry(original, size))
             input_boxes[n] = boxes_to_input(local, original, geometry[t][1])[0]
-        device = self.model.device
-        with torch.no_grad():
-            stacked = torch.stack(embeddings).to(device)
-            index = torch.tensor([position[t] for t, _, _ in prompts], dtype=torch.long, device=device)
-            low_res = self.model.decode(
-                stacked, torch.as_tensor(input_boxes, dtype=torch.float32, device=device),
-                image_index=index, chunk_size=self.chunk_size, prefused=True,
-                skip=torch.stack(skips).to(device) if len(skips) == len(embeddings) and skips else None,
-            )
+        low_res, n_decoded = self._decode_memoised(prompts, position, embeddings, skips, window_keys, input_boxes)
         t_decode = time.perf_counter()
 
-        n_classes = int(low_res.shape[1])
+        n_classes = int(low_res[0].shape[0])
         combined = np.full((n_classes, height, width), -np.inf, dtype=np.float32)
         for k in range(len(boxes_arr)):
             check_stop(should_stop)
@@ -239,7 +238,48 @@ class Segmenter:
             n_embedded=n_embedded,
             timings={"embed_s": t_embed - start, "decode_s": t_decode - t_embed, "stitch_s": end - t_decode,
                      "total_s": end - start},
+            n_decoded=n_decoded,
         )
+
+    def _decode_memoised(
+        self,
+        prompts: list[tuple[int, int, np.ndarray]],
+        position: dict[int, int],
+        embeddings: list[torch.Tensor],
+        skips: list[torch.Tensor],
+        window_keys: list[str],
+        input_boxes: np.ndarray,
+    ) -> tuple[list[torch.Tensor], int]:
+        """Low-resolution logits (L×h×w) of every prompt, and how many were decoded now.
+
+        The decoder's output is a function of the window's fused embedding (the
+        window's signature and the fusion weights), the prompt-encoder and
+        decoder weights and the box in the encoder frame; prompts whose key is in
+        the memo reuse it, the others are decoded together in chunks.
+        """
+        state = (self.model.fusion_state_id(), self.model.decoder_state_id(), self.model.num_classes)
+        keys = [(window_keys[position[t]], state, tuple(np.round(input_boxes[n], 4).tolist()))
+                for n, (t, _, _) in enumerate(prompts)]
+        out: list[torch.Tensor | None] = [self._decoded.get(key) for key in keys]
+        missing = [n for n, found in enumerate(out) if found is None]
+        if missing:
+            device = self.model.device
+            with torch.no_grad():
+                stacked = torch.stack(embeddings).to(device)
+                index = torch.tensor([position[prompts[n][0]] for n in missing], dtype=torch.long, device=device)
+                decoded = self.model.decode(
+                    stacked, torch.as_tensor(input_boxes[missing], dtype=torch.float32, device=device),
+                    image_index=index, chunk_size=self.chunk_size, prefused=True,
+                    skip=torch.stack(skips).to(device) if len(skips) == len(embeddings) and skips else None,
+                )
+            for j, n in enumerate(missing):
+                out[n] = decoded[j]
+                self._decoded[keys[n]] = decoded[j]
+        for key in keys:
+            self._decoded.move_to_end(key)
+        while len(self._decoded) > self.DECODED_MEMO_SIZE:
+            self._decoded.popitem(last=False)
+        return out, len(missing)  # type: ignore[return-value]
 
 
 def _eta(elapsed: float, done: int, total: int) -> str:
