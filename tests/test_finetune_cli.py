@@ -98,3 +98,16 @@ def test_cli_module_imports_no_torch() -> None:
     code = "import sys, napari_retsam.cli.finetune_cmd; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_no_fusion_flag_gives_plain_decoder_only_config() -> None:
+    from napari_retsam.cli.finetune_cmd import _config
+    from napari_retsam.cli.main import build_parser
+
+    parser = build_parser()
+    config = _config(parser.parse_args(["finetune", "--dataset", "drive", "--root", "R", "--out", "O",
+                                        "--no-fusion"]), "cpu")
+    assert config.fusion is False and config.pixel_branch == 0
+    assert _config(parser.parse_args(["finetune", "--dataset", "drive", "--root", "R", "--out", "O"]), "cpu").fusion
+    assert main(["finetune", "--dataset", "drive", "--root", "R", "--out", "O", "--no-fusion",
+                 "--pixel-branch", "8"]) == 2  # one line: the pixel branch belongs to the fusion block

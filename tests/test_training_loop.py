@@ -272,3 +272,20 @@ def test_disk_cache_is_reused_by_the_next_run(items, tiny_sam_checkpoint, tmp_pa
     train(second, items[:2], items[2:3], _config(epochs=1, cache_dir=str(cache)), tmp_path / "2")
     assert calls == []  # every embedding came from the signed disk cache
     assert sorted(p.name for p in cache.glob("*.pt")) == entries
+
+
+def test_without_fusion_only_the_decoder_learns(items, tiny_sam_checkpoint, tmp_path) -> None:
+    """``fusion=False`` (``--no-fusion``): plain decoder-only PEFT; the fusion block stays the
+    identity through training and validation, the decoder changes, and the checkpoint says so."""
+    model = _model(tiny_sam_checkpoint)
+    fusion_before = {k: v.clone() for k, v in model.fusion.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in model.sam.mask_decoder.state_dict().items()}
+    train(model, items[:4], items[4:], _config(fusion=False, pixel_branch=0), tmp_path / "run")
+    assert model.fusion.is_identity() and not model.uses_pixels
+    for k, v in model.fusion.state_dict().items():
+        assert torch.equal(v, fusion_before[k]), k
+    assert any(not torch.equal(v, decoder_before[k]) for k, v in model.sam.mask_decoder.state_dict().items())
+    saved = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    assert saved["training"]["config"]["fusion"] is False
+    with pytest.raises(RetsamInputError, match="without fusion it must be 0"):
+        _config(fusion=False, pixel_branch=16)

@@ -101,6 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     train.add_argument("--pixel-branch", type=int, default=None,
                        help=f"channels of the fusion block's full-resolution CNN branch, 0 = embedding-only fusion "
                        f"(default: {d['pixel_branch']})")
+    train.add_argument("--no-fusion", action="store_true",
+                       help="train the mask decoder alone; the fusion block stays the identity (ablation; "
+                       "implies --pixel-branch 0)")
     train.add_argument("--no-augment", action="store_true", help="no flips/rotations/colour jitter (1 view)")
     train.add_argument("--box-jitter", type=float, default=None, help="box jitter, fraction of its side")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -125,6 +128,8 @@ def _config(args: argparse.Namespace, device: str):
         "pixel_branch": args.pixel_branch, "box_jitter": args.box_jitter,
     }
     values = {k: v for k, v in given.items() if v is not None}
+    if args.no_fusion:
+        values.update(fusion=False, pixel_branch=values.get("pixel_branch", 0))
     if args.no_augment:
         values.update(n_views=1, flips=False, rotations=False, brightness=0.0, contrast=0.0, saturation=0.0)
     return FinetuneConfig(

@@ -44,6 +44,9 @@ class FinetuneConfig:
     ``pixel_branch``: channels of the fusion block's full-resolution CNN branch
     (:mod:`napari_retsam.sam.fusion`; 0 = the embedding-only block), trained with
     the decoder.
+    ``fusion``: train the Feature Fusion Block with the decoder (default); False
+    trains SAM's mask decoder alone and leaves the block the identity (plain
+    decoder-only PEFT, the ablation row "fine-tuned (BSD)"; needs ``pixel_branch=0``).
     ``embedding_precision``: encoder arithmetic of the cached training embeddings
     ("fp32" by default, unlike segmentation's "auto": bf16 training embeddings
     cut the AUC a short synthetic fine-tuning reaches from 0.78 to 0.66, while
@@ -85,6 +88,7 @@ class FinetuneConfig:
     cache_dir: str | None = None
     cache_embeddings: bool = True
     pixel_branch: int = 16
+    fusion: bool = True
     embedding_precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -114,6 +118,8 @@ class FinetuneConfig:
         check_tile(self.tile, self.overlap)
         need(self.n_views >= 1, f"n-views must be >= 1, got {self.n_views}")
         need(0 <= self.pixel_branch <= 256, f"pixel-branch channels must be in 0..256, got {self.pixel_branch}")
+        need(self.fusion or self.pixel_branch == 0,
+             f"the pixel branch is part of the fusion block: without fusion it must be 0, got {self.pixel_branch}")
         need(self.embedding_precision in PRECISIONS,
              f"embedding precision must be one of {', '.join(PRECISIONS)}, got {self.embedding_precision!r}")
         need(0 <= self.box_jitter < 0.5, f"box jitter must be in [0, 0.5), got {self.box_jitter}")

@@ -136,8 +136,9 @@ def lr_at(step: int, total: int, config: FinetuneConfig) -> float:
 # ------------------------------------------------------------------------------ model set-up
 
 
-def _set_trainable(model: torch.nn.Module, full: bool) -> list[torch.nn.Parameter]:
-    """Freeze the encoders (eval mode) unless ``full``; return the trained parameters."""
+def _set_trainable(model: torch.nn.Module, full: bool, fusion: bool = True) -> list[torch.nn.Parameter]:
+    """Freeze the encoders (eval mode) unless ``full``, and the fusion block unless ``fusion``;
+    return the trained parameters."""
     model.train()
     for p in model.parameters():
         p.requires_grad_(full)
@@ -147,6 +148,9 @@ def _set_trainable(model: torch.nn.Module, full: bool) -> list[torch.nn.Paramete
         for module in (model.fusion, model.sam.mask_decoder):
             for p in module.parameters():
                 p.requires_grad_(True)
+    if not fusion:  # plain decoder-only PEFT: the block stays exactly the identity
+        for p in model.fusion.parameters():
+            p.requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -240,7 +244,7 @@ def validate(
         result = segmenter.segment(item.image, box[None], tile=config.tile or None, overlap=config.overlap)
         probs.append(result.prob)
     if was_training:
-        _set_trainable(model, config.full_finetune)
+        _set_trainable(model, config.full_finetune, config.fusion)
     report = evaluate_set(probs, [it.mask for it in items], [it.fov for it in items],
                           threshold=config.threshold, ids=[it.id for it in items])
     pooled = report.pooled
@@ -333,14 +337,15 @@ class FinetuneTrainer:
         torch.manual_seed(config.seed)
         if config.pixel_branch and not model.uses_pixels:
             model.add_pixel_branch(config.pixel_branch, seed=config.seed)
-        _seed_identity_fusion(model, config.seed)
+        if config.fusion:
+            _seed_identity_fusion(model, config.seed)
         model.to(self.device)
         # channels-last convolutions are several times faster on CPUs (oneDNN); values are the same
         self.channels_last = self.device.type == "cpu"
         if self.channels_last:
             for module in (model.fusion, model.sam.mask_decoder):
                 module.to(memory_format=torch.channels_last)
-        self.params = _set_trainable(model, config.full_finetune)
+        self.params = _set_trainable(model, config.full_finetune, config.fusion)
         if not self.params:
             raise RetsamInputError("the model has no trainable parameters")
 
