@@ -21,6 +21,7 @@ from napari_retsam.gan.report import (
     rms_contrast,
     vessel_contrast,
     vessel_density,
+    vessel_width,
 )
 
 
@@ -35,6 +36,18 @@ def test_simple_statistics_match_hand_computations() -> None:
     assert np.isnan(vessel_contrast(images, np.zeros_like(masks), fov)[0])
     assert dice(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)) == pytest.approx(0.5)
     assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+
+
+def test_vessel_width_is_area_over_centre_line() -> None:
+    masks = np.zeros((3, 40, 60), bool)
+    masks[0, 18:21, 5:55] = True     # a horizontal vessel 3 px wide, 50 px long
+    masks[1, 10:30, 28:33] = True    # 5 px wide, 20 px long
+    width = vessel_width(masks, np.ones((40, 60), bool))
+    assert width[0] == pytest.approx(3.0, rel=0.1) and width[1] == pytest.approx(5.0, rel=0.35)
+    assert width[1] > width[0]
+    assert np.isnan(width[2])        # no vessel: no width
+    fov = np.zeros((40, 60), bool)   # outside the FOV nothing counts
+    assert np.isnan(vessel_width(masks[:1], fov)[0])
 
 
 def test_histogram_distance_hand_computation() -> None:
@@ -76,8 +89,8 @@ def test_quality_report_keys_and_json(gan_checkpoint, gan_folder) -> None:
     assert report["n_generated"] == 3 and report["n_real"] == 4 and report["seed"] == 1
     assert set(report["colour_histogram_distance"]) == {"generated_vs_real", "real_half_vs_half", "bins"}
     for side in ("generated", "real"):
-        assert set(report[side]) >= {"vessel_density", "rms_contrast", "vessel_contrast", "pairing_dice",
-                                     "pairing_dice_per_image"}
+        assert set(report[side]) >= {"vessel_density", "vessel_width", "segmented_width", "rms_contrast",
+                                     "vessel_contrast", "pairing_dice", "pairing_dice_per_image"}
     assert len(report["generated"]["pairing_dice_per_image"]) == 3
     assert 0 <= report["colour_histogram_distance"]["generated_vs_real"] <= 1
     assert report["real"]["vessel_density"]["mean"] == pytest.approx(
@@ -87,6 +100,7 @@ def test_quality_report_keys_and_json(gan_checkpoint, gan_folder) -> None:
     assert quality_report(gan_checkpoint, real, n=3, seed=1)["generated"] == report["generated"]
     lines = report_summary_lines(report)
     assert any("pairing Dice" in line for line in lines)
+    assert any(line.startswith("vessel width (px, masks)") for line in lines)
     fig = report_figure(report)
     assert len(fig.axes) == 3
 

@@ -16,6 +16,10 @@ Image statistics
     Reported generated-vs-real, and real-half-vs-other-half as the level two
     samples of the *same* distribution reach.
     vessel density: |mask ∩ FOV| / |FOV| per image (mean, std).
+    vessel width: |mask ∩ FOV| / |skeleton(mask ∩ FOV)|, the mean vessel width
+    in pixels (area over centre-line length); reported for the pairs' masks and
+    for the segmenter's masks of their images (how wide the vessels *drawn* in
+    the images are, next to how wide the masks say they are).
     RMS contrast: standard deviation of the green channel / 255 in the FOV.
     vessel contrast: (mean green of FOV background − mean green of vessel
     pixels) / 255; positive when vessels are darker, as in fundus photographs.
@@ -42,8 +46,8 @@ import numpy as np
 
 from napari_retsam.errors import RetsamInputError
 
-__all__ = ["BINS", "real_reference", "colour_histograms", "histogram_distance", "vessel_density", "rms_contrast",
-           "vessel_contrast", "dice", "pairing_dice", "set_statistics", "quality_report", "report_figure",
+__all__ = ["BINS", "real_reference", "colour_histograms", "histogram_distance", "vessel_density", "vessel_width",
+           "rms_contrast", "vessel_contrast", "dice", "pairing_dice", "set_statistics", "quality_report", "report_figure",
            "GeneratedVsReal", "report_summary_lines", "frangi_masks"]
 
 BINS = 32
@@ -68,6 +72,20 @@ def vessel_density(masks: np.ndarray, fovs: np.ndarray) -> np.ndarray:
     """Per image: |mask ∩ FOV| / |FOV|."""
     fovs = np.broadcast_to(fovs, masks.shape)
     return (masks & fovs).sum(axis=(1, 2)) / np.maximum(fovs.sum(axis=(1, 2)), 1)
+
+
+def vessel_width(masks: np.ndarray, fovs: np.ndarray) -> np.ndarray:
+    """Per image: mean vessel width in px, |mask ∩ FOV| / |skeleton| (NaN when there is no vessel)."""
+    from skimage.morphology import skeletonize
+
+    fovs = np.broadcast_to(fovs, masks.shape)
+    out = np.full(len(masks), np.nan)
+    for i in range(len(masks)):
+        vessels = masks[i] & fovs[i]
+        length = int(skeletonize(vessels).sum())
+        if length:
+            out[i] = vessels.sum() / length
+    return out
 
 
 def rms_contrast(images: np.ndarray, fovs: np.ndarray) -> np.ndarray:
@@ -154,11 +172,13 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 
 def set_statistics(images: np.ndarray, masks: np.ndarray, fovs: np.ndarray,
                    segmented: np.ndarray | None = None) -> dict[str, Any]:
-    """Vessel density, contrasts and pairing Dice of one set (summaries + per-image Dice)."""
+    """Vessel density, widths, contrasts and pairing Dice of one set (summaries + per-image Dice)."""
     seg = frangi_masks(images, fovs) if segmented is None else segmented
     pair = pairing_dice(images, masks, fovs, seg)
     return {
         "vessel_density": _summary(vessel_density(masks, fovs)),
+        "vessel_width": _summary(vessel_width(masks, fovs)),
+        "segmented_width": _summary(vessel_width(np.asarray(seg, dtype=bool), fovs)),
         "rms_contrast": _summary(rms_contrast(images, fovs)),
         "vessel_contrast": _summary(vessel_contrast(images, masks, fovs)),
         "pairing_dice": _summary(pair),
@@ -268,6 +288,9 @@ def report_summary_lines(report: dict[str, Any]) -> list[str]:
         f"colour histogram distance (TV, 0 = identical): generated vs real {chd['generated_vs_real']:.3f}"
         + (f" (real half vs half {ref:.3f})" if ref is not None else ""),
         f"vessel density: generated {ms(g['vessel_density'])}, real {ms(r['vessel_density'])}",
+        f"vessel width (px, masks): generated {ms(g['vessel_width'], '.2f')}, real {ms(r['vessel_width'], '.2f')}",
+        f"vessel width (px, segmented from the images): generated {ms(g['segmented_width'], '.2f')}, "
+        f"real {ms(r['segmented_width'], '.2f')}",
         f"RMS contrast (green): generated {ms(g['rms_contrast'])}, real {ms(r['rms_contrast'])}",
         f"vessel contrast (green): generated {ms(g['vessel_contrast'])}, real {ms(r['vessel_contrast'])}",
         f"pairing Dice (mask vs {report.get('segmenter', 'Frangi baseline')} of image): generated {ms(g['pairing_dice'])}, real {ms(r['pairing_dice'])}, "
