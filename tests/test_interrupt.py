@@ -78,3 +78,23 @@ def test_ctrl_c_stops_finetuning_with_a_checkpoint(drive_root: Path, tiny_sam_ch
                            "--resume", str(out / "last.pt")], capture_output=True, text=True, timeout=240,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_stop_before_the_first_step_says_nothing_was_saved(drive_root: Path, tiny_sam_checkpoint: Path,
+                                                              tmp_path: Path, capsys, monkeypatch) -> None:
+    """Ctrl-C while the tiles are still being embedded: exit 130 and no ``--resume`` hint to a file
+    that does not exist."""
+    import contextlib
+
+    from napari_retsam.cli import _interrupt
+    from napari_retsam.cli.main import main
+
+    monkeypatch.setattr(_interrupt, "stop_on_interrupt", lambda what: contextlib.nullcontext(lambda: True))
+    out = tmp_path / "ft"
+    code = main(["finetune", "--dataset", "drive", "--root", str(drive_root), "--out", str(out),
+                 "--checkpoint", str(tiny_sam_checkpoint), "--model-type", "tiny", "--device", "cpu",
+                 "--views", "1", "--tile", "0", "--val-fraction", "0", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 130, err
+    assert "nothing saved" in err and "--resume" not in err
+    assert not (out / "last.pt").exists()
