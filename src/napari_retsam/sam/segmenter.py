@@ -274,7 +274,7 @@ class Segmenter:
                 )
             for j, n in enumerate(missing):
                 out[n] = decoded[j]
-                self._decoded[keys[n]] = decoded[j]
+                self._decoded[keys[n]] = decoded[j].clone()  # own storage: eviction frees it
         for key in keys:
             self._decoded.move_to_end(key)
         while len(self._decoded) > self.DECODED_MEMO_SIZE:
