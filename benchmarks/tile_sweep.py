@@ -9,7 +9,9 @@ training images for the same number of steps, with that window size for
 training and inference (overlap = window / 8), and is scored on the same DRIVE
 test images (FOV, pooled, 1st annotator, threshold 0.5) — the short protocol of
 ``ablation_loss_fusion.py``. Then the first segmentation of one test image
-(embedding included, default precision) and its cached re-segmentation are
+(embedding included, default precision) and the same call repeated (``cached_s``:
+embeddings cached and, since the Segmenter memoises decoded prompts, no decoding
+either; ``bench_resegment.py`` measures decoder-only calls) are
 timed for every window size with its own fine-tuned model, interleaved over ``--repeats`` rounds so the sizes
 share the machine's state.
 
@@ -106,7 +108,7 @@ def main() -> None:
                                "threads": torch.get_num_threads()}
     result_file.write_text(json.dumps(done, indent=2))
     protocol = done.get("protocol", {})
-    print(f"| window | windows per DRIVE image | AUC | F1 | first segmentation s | cached s |  "
+    print(f"| window | windows per DRIVE image | AUC | F1 | first segmentation s | same call again s |  "
           f"({protocol.get('train_images')} training images, {protocol.get('steps')} steps; "
           f"{protocol.get('test_images')} test images)")
     print("|---|---|---|---|---|---|")
