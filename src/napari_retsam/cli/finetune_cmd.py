@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         except Cancelled as stop:  # last.pt was written first: say how to continue
             partial = stop.partial
             if main_rank:
-                saved = partial is not None and partial.last_path is not None and partial.last_path.is_file()
+                saved = partial is not None and partial.last_path.is_file()
                 where = f"; continue with --resume {partial.last_path}" if saved else " (before any step: nothing saved)"
                 print(f"retsam: {stop}{where}", file=sys.stderr)
             return 130

@@ -104,11 +104,11 @@ class Segmenter:
         self._decoded: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
 
     def _fused_embedding(
-        self, signature: dict[str, Any], embedding: torch.Tensor, tile_rgb: np.ndarray
+        self, window_key: str, embedding: torch.Tensor, tile_rgb: np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``model.fusion.fuse(embedding, pixels)``: (1×C×h×w, 1×C/8×4h×4w skip or None), memoised on the
-        signature and the fusion weights (the tile's pixels are prepared only for a pixel branch)."""
-        key = (signature_key(signature), self.model.fusion_state_id())
+        window's signature key and the fusion weights (the tile's pixels are prepared only for a pixel branch)."""
+        key = (window_key, self.model.fusion_state_id())
         fused = self._fused.get(key)
         if fused is None:
             pixels = self.model.prepare(tile_rgb).tensor[None] if self.model.uses_pixels else None
@@ -181,9 +181,9 @@ class Segmenter:
 
             embedding = self.cache.get_or_compute(signature, lambda t=t, cb=on_block: self._embed_tile(rgb, grid[t], cb))
             y0, x0, y1, x1 = grid[t]
-            fused, skip = self._fused_embedding(signature, embedding, rgb[y0:y1, x0:x1])
-            embeddings.append(fused[0])
             window_keys.append(signature_key(signature))
+            fused, skip = self._fused_embedding(window_keys[-1], embedding, rgb[y0:y1, x0:x1])
+            embeddings.append(fused[0])
             if skip is not None:
                 skips.append(skip[0])
         n_embedded = self.cache.misses - misses_before
@@ -264,13 +264,17 @@ class Segmenter:
         missing = [n for n, found in enumerate(out) if found is None]
         if missing:
             device = self.model.device
+            # only the windows the missing prompts use are stacked (a dragged box: one or two)
+            windows = sorted({position[prompts[n][0]] for n in missing})
+            row = {w: r for r, w in enumerate(windows)}
+            with_skips = len(skips) == len(embeddings) and bool(skips)
             with torch.no_grad():
-                stacked = torch.stack(embeddings).to(device)
-                index = torch.tensor([position[prompts[n][0]] for n in missing], dtype=torch.long, device=device)
+                stacked = torch.stack([embeddings[w] for w in windows]).to(device)
+                index = torch.tensor([row[position[prompts[n][0]]] for n in missing], dtype=torch.long, device=device)
                 decoded = self.model.decode(
                     stacked, torch.as_tensor(input_boxes[missing], dtype=torch.float32, device=device),
                     image_index=index, chunk_size=self.chunk_size, prefused=True,
-                    skip=torch.stack(skips).to(device) if len(skips) == len(embeddings) and skips else None,
+                    skip=torch.stack([skips[w] for w in windows]).to(device) if with_skips else None,
                 )
             for j, n in enumerate(missing):
                 out[n] = decoded[j]
