@@ -80,6 +80,10 @@ def test_mix_ratio_and_split() -> None:
     assert len(mix_synthetic([], syn, 0.3)) == 10  # synthetic only: all of them
     with pytest.raises(RetsamInputError, match="ratio"):
         mix_synthetic(real, syn, 1.0)
+    # counted in pixels: a patch a quarter of a real image's area weighs a quarter
+    patches = [_item(f"p{k}", 4, 5, source="synthetic") for k in range(10)]
+    assert sum(it.source == "synthetic" for it in mix_synthetic(real, patches, 0.5)) == 10  # capped (16 wanted)
+    assert sum(it.source == "synthetic" for it in mix_synthetic(real[:2], patches, 0.5)) == 8
     train, val = split_train_val(mixed, 0.5, seed=3)
     assert len(val) == 2 and all(it.source == "real" for it in val)
     assert {it.id for it in train} | {it.id for it in val} == {it.id for it in mixed}

@@ -72,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     data.add_argument("--synthetic", nargs="+", action="extend", default=[], metavar="DIR",
                       help="generic folders of synthetic images/masks (e.g. GAN exports) to mix in")
     data.add_argument("--synthetic-ratio", type=float, default=0.5,
-                      help="fraction of the training set made of synthetic images, in [0, 1) (default: 0.5)")
+                      help="fraction of the training pixels taken from synthetic images, in [0, 1); counted in pixels, so a "
+                           "256-px GAN patch weighs one tile and a whole fundus about nine (default: 0.5)")
     model = parser.add_argument_group("model")
     model.add_argument("--checkpoint", default=None,
                        help="base SAM checkpoint (official .pth or a napari-retsam .pt; default: cached official)")

@@ -179,11 +179,15 @@ def items_from_arrays(
 def mix_synthetic(
     real: Sequence[TrainItem], synthetic: Sequence[TrainItem], ratio: float, seed: int = 0
 ) -> list[TrainItem]:
-    """Real items plus synthetic ones making up a fraction ``ratio`` of the result.
+    """Real items plus synthetic ones making up a fraction ``ratio`` of the result's pixels.
 
-    ``n_syn = round(ratio / (1 − ratio) · n_real)`` synthetic items, drawn without
-    replacement (seeded); capped at the number available. With no real items all
-    synthetic items are used (``ratio`` ignored). ``ratio`` in [0, 1); 0 = none.
+    The share is counted in image pixels, not in items: fine-tuning trains on
+    tiles, so a 256-px GAN patch weighs one tile and a whole 565 × 584 fundus
+    about nine. ``n_syn = round(ratio / (1 − ratio) · real_pixels / mean
+    synthetic pixels)`` synthetic items are drawn without replacement (seeded)
+    and capped at the number available; with equal sizes this is
+    ``round(ratio / (1 − ratio) · n_real)``. With no real items all synthetic
+    items are used (``ratio`` ignored). ``ratio`` in [0, 1); 0 = none.
     """
     if not 0 <= ratio < 1:
         raise RetsamInputError(f"synthetic ratio must be in [0, 1), got {ratio}")
@@ -192,7 +196,9 @@ def mix_synthetic(
         return synthetic
     if ratio == 0 or not synthetic:
         return real
-    n_syn = min(len(synthetic), int(round(ratio / (1.0 - ratio) * len(real))))
+    real_pixels = sum(it.mask.size for it in real)
+    mean_syn_pixels = sum(it.mask.size for it in synthetic) / len(synthetic)
+    n_syn = min(len(synthetic), int(round(ratio / (1.0 - ratio) * real_pixels / mean_syn_pixels)))
     picks = rng_for(seed, "mix").permutation(len(synthetic))[:n_syn]
     return real + [synthetic[int(k)] for k in sorted(picks)]
 

@@ -39,7 +39,7 @@ class DataOptions:
     images; ``val_split``: validate on that split of the same dataset instead of
     holding out ``val_fraction`` of the training images; ``synthetic``: generic
     folders (GAN exports) mixed in so they make up ``synthetic_ratio`` of the
-    training set; ``pairs``: (image, mask) arrays, e.g. viewer layers or stacks.
+    training pixels (a 256-px patch weighs one tile, a whole fundus several); ``pairs``: (image, mask) arrays, e.g. viewer layers or stacks.
     """
 
     dataset: str | None = None

@@ -210,6 +210,8 @@ class FinetuneWidget(QWidget):
         self.synthetic_ratio.setRange(0.0, 0.95)
         self.synthetic_ratio.setSingleStep(0.05)
         self.synthetic_ratio.setValue(0.5)
+        self.synthetic_ratio.setToolTip("share of the training pixels taken from the synthetic folder "
+                                         "(a 256-px GAN patch weighs one tile, a whole fundus several)")
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
         self.add_pair_button = QPushButton("Add pair")
