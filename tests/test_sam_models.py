@@ -172,3 +172,33 @@ def test_package_import_is_light_and_names_resolve_lazily():
         "assert callable(s.load_sam) and s.Segmenter.__name__ == 'Segmenter' and 'torch' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_window_attention_bias_is_materialised_right_and_follows_weight_changes():
+    """The 4-D bias handed to SDPA (its fused kernel) equals the broadcast relative-offset bias,
+    and the inference copy kept between calls is rebuilt when the weights change."""
+    from napari_retsam.sam.tiny_vit import WindowAttention
+
+    torch.manual_seed(0)
+    attn = WindowAttention(dim=8, num_heads=2, window=3)
+    with torch.no_grad():
+        attn.attention_biases.normal_()
+    x = torch.randn(4, 9, 8)
+
+    def reference(x):
+        b, n, c = x.shape
+        qkv = attn.qkv(attn.norm(x)).view(b, n, 2, 12).permute(0, 2, 1, 3)
+        q, k, v = qkv.split(4, dim=-1)
+        bias = attn.attention_biases[:, attn.attention_bias_idxs]  # heads × N × N, broadcast over windows
+        scores = (q @ k.transpose(-2, -1)) * 4 ** -0.5 + bias
+        return attn.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+    with torch.no_grad():
+        assert torch.allclose(attn(x), reference(x), atol=1e-6)
+        assert attn._bias_cache is not None and attn._bias_cache[1].shape == (4, 2, 9, 9)
+        attn.attention_biases.add_(torch.randn_like(attn.attention_biases))  # weights change in place
+        assert torch.allclose(attn(x), reference(x), atol=1e-6)
+        assert torch.allclose(attn(x[:2]), reference(x[:2]), atol=1e-6)  # another window count
+    out = attn(x)  # with autograd: the bias takes part in the graph
+    out.sum().backward()
+    assert attn.attention_biases.grad is not None and attn.attention_biases.grad.abs().sum() > 0

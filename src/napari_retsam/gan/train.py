@@ -559,8 +559,10 @@ def train_gan(config: GanConfig, pairs: PreparedPairs | NativePairs, out_dir: st
     """
     import contextlib
 
+    from napari_retsam._allocator import reuse_large_buffers
     from napari_retsam.run_lock import check_fresh_run_folder, clear_previous_run, lock_run_folder, resumes_in
 
+    reuse_large_buffers()  # large activations recycled, not page-faulted anew (see napari_retsam._allocator)
     ctx = distributed_context(device)
     if ctx.world_size > 1 and device.startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', ctx.rank))}"

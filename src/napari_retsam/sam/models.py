@@ -207,6 +207,9 @@ class RetsamSam(nn.Module):
         encoder_sha256: str | None = None,
     ) -> None:
         super().__init__()
+        from napari_retsam._allocator import reuse_large_buffers
+
+        reuse_large_buffers()  # large activations recycled, not page-faulted anew (see napari_retsam._allocator)
         if not 1 <= num_classes <= max_classes(sam):
             raise RetsamInputError(f"num_classes must be 1..{max_classes(sam)}, got {num_classes}")
         self.sam = sam

@@ -165,13 +165,34 @@ class WindowAttention(nn.Module):
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offsets)))
         self.register_buffer("attention_bias_idxs", torch.tensor(index, dtype=torch.long).view(len(cells), len(cells)),
                              persistent=False)
+        self._bias_cache: tuple[tuple[object, ...], torch.Tensor] | None = None
+
+    def _bias(self, windows: int, dtype: torch.dtype) -> torch.Tensor:
+        """The windows × heads × N × N attention bias, materialised.
+
+        A 4-D contiguous mask lets ``scaled_dot_product_attention`` take its fused CPU
+        kernel; the broadcast heads × N × N form falls back to the unfused math path
+        with extra passes over the scores (4–7× slower here, same values to 1e-6).
+        Without autograd the tensor is kept for the next call with the same shape,
+        dtype and weights (an inference pass calls each block with the same window count).
+        """
+        if torch.is_grad_enabled() and self.attention_biases.requires_grad:
+            bias = self.attention_biases[:, self.attention_bias_idxs].to(dtype)
+            return bias.unsqueeze(0).expand(windows, -1, -1, -1).contiguous()
+        key = (windows, dtype, self.attention_biases.device, self.attention_biases._version,
+               self.attention_biases.data_ptr())
+        cached = self._bias_cache
+        if cached is None or cached[0] != key:
+            bias = self.attention_biases.detach()[:, self.attention_bias_idxs].to(dtype)
+            cached = (key, bias.unsqueeze(0).expand(windows, -1, -1, -1).contiguous())
+            self._bias_cache = cached
+        return cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.head_dim).permute(0, 2, 1, 3)
         q, k, v = qkv.split(self.head_dim, dim=-1)
-        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias(b, q.dtype))
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
