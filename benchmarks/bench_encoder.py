@@ -6,7 +6,12 @@ Rows (one 256×256 tile, batch 1, ``inference_mode``, torch threads as given):
 * project, plain: the project's TinyViT (:mod:`napari_retsam.sam.tiny_vit`), fp32;
 * + folded BatchNorm;
 * + channels-last memory layout (what ``RetsamSam.embed`` runs in fp32: exact);
-* + bf16 autocast (``encoder_precision="bf16"``; on CPUs with AVX512-BF16/AMX).
+* + bf16 autocast (``encoder_precision="bf16"``; on CPUs with AVX512-BF16/AMX);
+* the fp32 and bf16 rows again with large buffers recycled by malloc
+  (:mod:`napari_retsam._allocator`, which the project turns on in every process
+  that builds a model; the bf16 one is the default path on this CPU). The other
+  rows run with glibc's default malloc, as a user's process of the reference
+  would; the script switches malloc's mode before each timed call.
 
 Optional rows (issue 11; each is skipped with a note when its dependency is missing):
 
@@ -64,6 +69,7 @@ def main() -> None:
     parser.add_argument("--onnx", action="store_true", help="add ONNX Runtime CPU rows (needs onnx, onnxruntime)")
     args = parser.parse_args()
 
+    os.environ["RETSAM_MALLOC_TUNE"] = "0"  # rows choose their malloc mode themselves (see _malloc_mode)
     if args.compile:  # before torch's inductor reads it
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = args.compile_cache or tempfile.mkdtemp(prefix="inductor_cold_")
 
@@ -96,6 +102,10 @@ def main() -> None:
     if cpu_bf16_supported():
         rows.append(("+ bf16 autocast (--precision bf16)", folded_cl, x_cl, True))
     bf16_name = rows[-1][0] if rows[-1][3] else None
+    reuse_rows = {"+ malloc reuse, fp32 (fine-tuning's embeddings)": (folded_cl, x_cl, False)}
+    if cpu_bf16_supported():
+        reuse_rows["+ malloc reuse, bf16 (default here)"] = (folded_cl, x_cl, True)
+    rows += [(name, *row) for name, row in reuse_rows.items()]
     setup: dict[str, float] = {}  # one-time cost per optional row, seconds
     notes: list[str] = []
     compiled: list[str] = []
@@ -183,6 +193,7 @@ def main() -> None:
                     warm_cache[name] = time.perf_counter() - start
         for _ in range(args.repeats):
             for name, net, inp, bf16 in rows:
+                _malloc_mode(reuse=name in reuse_rows)
                 start = time.perf_counter()
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     net(inp)
@@ -232,6 +243,22 @@ def main() -> None:
             json.dump({"threads": args.threads, "repeats": args.repeats, "bf16": cpu_bf16_supported(),
                        "rows": results, "notes": notes, "versions": versions,
                        "compile_mode": args.compile_mode if args.compile else None}, fh, indent=2)
+
+
+def _malloc_mode(reuse: bool) -> None:
+    """glibc malloc as napari_retsam._allocator sets it (``reuse``) or at its defaults."""
+    import ctypes
+
+    from napari_retsam._allocator import SETTINGS
+
+    libc = ctypes.CDLL(None)
+    if reuse:
+        for param, value in SETTINGS:
+            libc.mallopt(param, value)
+    else:  # M_MMAP_MAX, M_TRIM_THRESHOLD, M_TOP_PAD back to glibc's defaults; hand the heap back
+        for param, value in ((-4, 65536), (-1, 128 * 1024), (-2, 0)):
+            libc.mallopt(param, value)
+        libc.malloc_trim(0)
 
 
 def _export_onnx(torch, encoder, x, folder: str, notes: list[str]) -> dict:

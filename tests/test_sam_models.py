@@ -202,3 +202,18 @@ def test_window_attention_bias_is_materialised_right_and_follows_weight_changes(
     out = attn(x)  # with autograd: the bias takes part in the graph
     out.sum().backward()
     assert attn.attention_biases.grad is not None and attn.attention_biases.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("window", [1, 3, 7, 14])
+def test_offset_index_matches_the_pairwise_definition(window):
+    """The vectorised offset numbering equals the row-by-row scan that defines the weights' layout."""
+    import itertools
+
+    from napari_retsam.sam.tiny_vit import offset_index
+
+    cells = list(itertools.product(range(window), range(window)))
+    offsets: dict[tuple[int, int], int] = {}
+    expected = [offsets.setdefault((abs(p[0] - q[0]), abs(p[1] - q[1])), len(offsets)) for p in cells for q in cells]
+    index, n_offsets = offset_index(window)
+    assert n_offsets == len(offsets) == window * window
+    assert index.dtype == torch.long and index.view(-1).tolist() == expected

@@ -30,8 +30,6 @@ result to float rounding, fewer passes over memory).
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -140,6 +138,29 @@ class PatchMerging(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
+def offset_index(window: int) -> tuple[torch.Tensor, int]:
+    """(N × N long index, number of offsets) for a ``window`` × ``window`` window, N = window².
+
+    Positions are numbered row by row; entry (p, q) is the number of the offset
+    ``(|Δy|, |Δx|)`` between positions p and q, offsets numbered in order of first
+    appearance when the pairs are scanned row by row (the layout of the released
+    ``attention_biases``). Computed on whole arrays: a Python loop over the 38,416
+    pairs of a 14 × 14 window cost most of a model build.
+    """
+    cpu = torch.device("cpu")  # real numbers even when a model is built on the meta device (shape checks)
+    side = torch.arange(window, device=cpu)
+    cells = torch.stack(torch.meshgrid(side, side, indexing="ij"), -1).view(-1, 2)
+    delta = (cells[:, None, :] - cells[None, :, :]).abs()
+    keys = (delta[..., 0] * window + delta[..., 1]).view(-1)
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    first = torch.full((len(unique),), keys.numel(), dtype=torch.long, device=cpu)
+    first.scatter_reduce_(0, inverse, torch.arange(keys.numel(), device=cpu), reduce="amin")
+    rank = torch.empty_like(first)
+    rank[first.argsort()] = torch.arange(len(unique), device=cpu)
+    n = window * window
+    return rank[inverse].view(n, n), len(unique)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside a window with a learned relative-offset bias.
 
@@ -155,16 +176,9 @@ class WindowAttention(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        cells = list(itertools.product(range(window), range(window)))
-        offsets: dict[tuple[int, int], int] = {}
-        index = []
-        for p in cells:
-            for q in cells:
-                key = (abs(p[0] - q[0]), abs(p[1] - q[1]))
-                index.append(offsets.setdefault(key, len(offsets)))
-        self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offsets)))
-        self.register_buffer("attention_bias_idxs", torch.tensor(index, dtype=torch.long).view(len(cells), len(cells)),
-                             persistent=False)
+        index, n_offsets = offset_index(window)
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, n_offsets))
+        self.register_buffer("attention_bias_idxs", index, persistent=False)
         self._bias_cache: tuple[tuple[object, ...], torch.Tensor] | None = None
 
     def _bias(self, windows: int, dtype: torch.dtype) -> torch.Tensor:
