@@ -17,9 +17,10 @@ The fix
     blocks come from the heap and are recycled; freed heap memory is given back
     to the kernel only above 512 MiB at the top of the heap
     (``M_TRIM_THRESHOLD``); the heap grows in 64 MiB steps (``M_TOP_PAD``).
-    Measured on the development machine (``benchmarks/bench_encoder.py``): the
-    bf16 encoder pass 0.35 -> 0.26 s per 256-px window, a DRIVE image's first
-    segmentation 3.8 -> 3.0 s; the values are unchanged (allocation only).
+    Measured on the idle development machine, in one session: the bf16
+    encoder pass went from 0.35 to 0.27 s per 256-px window, and a DRIVE
+    image's first segmentation from 3.8 to 3.0 s. ``benchmarks/bench_encoder.py``
+    measures it side by side. The values are unchanged: only allocation differs.
     The price: up to 512 MiB of freed memory stays with the process for reuse
     (its resident size does not fall back as far between jobs).
 
