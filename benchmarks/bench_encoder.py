@@ -257,14 +257,14 @@ def _malloc_mode(reuse: bool) -> None:
     """glibc malloc as napari_retsam._allocator sets it (``reuse``) or at its defaults."""
     import ctypes
 
-    from napari_retsam._allocator import SETTINGS
+    from napari_retsam._allocator import _M_MMAP_MAX, _M_TOP_PAD, _M_TRIM_THRESHOLD, SETTINGS
 
     libc = ctypes.CDLL(None)
     if reuse:
         for param, value in SETTINGS:
             libc.mallopt(param, value)
-    else:  # M_MMAP_MAX, M_TRIM_THRESHOLD, M_TOP_PAD back to glibc's defaults; hand the heap back
-        for param, value in ((-4, 65536), (-1, 128 * 1024), (-2, 0)):
+    else:  # back to glibc's defaults, then hand the heap back
+        for param, value in ((_M_MMAP_MAX, 65536), (_M_TRIM_THRESHOLD, 128 * 1024), (_M_TOP_PAD, 0)):
             libc.mallopt(param, value)
         libc.malloc_trim(0)
 

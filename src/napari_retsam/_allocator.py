@@ -36,10 +36,11 @@ Opt-out
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 import sys
 import threading
+
+from napari_retsam._torch_runtime import opted_out
 
 __all__ = ["ENV_VAR", "reuse_large_buffers"]
 
@@ -68,7 +69,7 @@ def reuse_large_buffers() -> str:
     with _lock:
         if "result" in _state:
             return _state["result"]
-        if os.environ.get(ENV_VAR, "").strip().lower() in ("0", "false", "no", "off"):
+        if opted_out(ENV_VAR):
             result = "disabled"
         elif not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
             result = "unsupported"

@@ -83,8 +83,14 @@ def triton_library() -> Path | None:
     return None
 
 
+def opted_out(variable: str) -> bool:
+    """True when the environment variable ``variable`` is ``0``, ``false``, ``no`` or ``off``
+    (the opt-out rule of every process set-up switch of the package)."""
+    return os.environ.get(variable, "").strip().lower() in ("0", "false", "no", "off")
+
+
 def _disabled() -> bool:
-    return os.environ.get(ENV_VAR, "").strip().lower() in ("0", "false", "no", "off")
+    return opted_out(ENV_VAR)
 
 
 def prepare_torch_runtime() -> str:

@@ -190,17 +190,16 @@ class WindowAttention(nn.Module):
         Without autograd the tensor is kept for the next call with the same shape,
         dtype and weights (an inference pass calls each block with the same window count).
         """
-        if torch.is_grad_enabled() and self.attention_biases.requires_grad:
-            bias = self.attention_biases[:, self.attention_bias_idxs].to(dtype)
-            return bias.unsqueeze(0).expand(windows, -1, -1, -1).contiguous()
-        key = (windows, dtype, self.attention_biases.device, self.attention_biases._version,
-               self.attention_biases.data_ptr())
-        cached = self._bias_cache
-        if cached is None or cached[0] != key:
-            bias = self.attention_biases.detach()[:, self.attention_bias_idxs].to(dtype)
-            cached = (key, bias.unsqueeze(0).expand(windows, -1, -1, -1).contiguous())
-            self._bias_cache = cached
-        return cached[1]
+        biases = self.attention_biases
+        keep = not (torch.is_grad_enabled() and biases.requires_grad)  # in a graph: built fresh each call
+        key = (windows, dtype, biases.device, biases._version, biases.data_ptr())
+        if keep and self._bias_cache is not None and self._bias_cache[0] == key:
+            return self._bias_cache[1]
+        source = biases.detach() if keep else biases
+        bias = source[:, self.attention_bias_idxs].to(dtype).unsqueeze(0).expand(windows, -1, -1, -1).contiguous()
+        if keep:
+            self._bias_cache = (key, bias)
+        return bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
