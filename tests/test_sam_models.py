@@ -65,7 +65,7 @@ def test_fusion_block_is_exact_identity_until_trained():
 
 
 def test_untrained_model_equals_plain_sam_forward_end_to_end(tiny_sam, monkeypatch):
-    """embed + decode (fusion included) == segment-anything's Sam.forward low-res logits, bit for bit
+    """embed + decode (fusion included) == segment-anything's Sam.forward low-res logits to 1e-5
     (on the exact fp32 path; the default "auto" precision is bf16 on CPUs that have it)."""
     monkeypatch.setattr(tiny_sam, "encoder_precision", "fp32")
     rng = np.random.default_rng(3)
@@ -81,11 +81,12 @@ def test_untrained_model_equals_plain_sam_forward_end_to_end(tiny_sam, monkeypat
     with torch.no_grad():
         ours = tiny_sam.decode(tiny_sam.embed(prepared.tensor), boxes[None])
     torch.testing.assert_close(ours[0], plain[0]["low_res_logits"], rtol=1e-5, atol=1e-5)
-    # And with exactly the same embedding, the decoder path is identical to predict_masks.
+    # And with exactly the same embedding, the decoder path equals predict_masks to float rounding
+    # (sam/two_way.py re-orders the arithmetic: per-window image side, one GEMM, channels-last).
     with torch.no_grad():
         emb = tiny_sam.embed(prepared.tensor)
         ref, _ = _plain_predict(tiny_sam.sam, emb, boxes)
-        assert torch.equal(tiny_sam.decode(emb, boxes[None])[0], ref[:, :1])
+        torch.testing.assert_close(tiny_sam.decode(emb, boxes[None])[0], ref[:, :1], rtol=1e-5, atol=1e-5)
 
 
 def test_one_image_one_box_and_k_boxes_equal_predict_masks(tiny_sam):
@@ -98,8 +99,8 @@ def test_one_image_one_box_and_k_boxes_equal_predict_masks(tiny_sam):
             ref, ref_iou = _plain_predict(tiny_sam.sam, emb, boxes)
             out, iou = decode_prompts(tiny_sam.sam, emb, boxes, torch.zeros(len(boxes)), return_iou=True)
             assert out.shape == (len(boxes), 1, 16, 16)
-            assert torch.equal(out, ref[:, :1])  # same arithmetic, bit for bit
-            assert torch.equal(iou, ref_iou[:, :1])
+            torch.testing.assert_close(out, ref[:, :1], rtol=1e-5, atol=1e-5)  # same function, re-ordered arithmetic
+            torch.testing.assert_close(iou, ref_iou[:, :1], rtol=1e-5, atol=1e-5)
 
 
 def test_b_images_with_one_box_each_use_their_own_embedding(tiny_sam):

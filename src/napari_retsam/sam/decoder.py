@@ -10,15 +10,19 @@ n_prompts)``), which is only right for one image. This module re-states
    "no mask" embedding (N×C×h×w);
 2. ``src_n = E[image_index[n]] + dense_n``; ``pos_n`` = the dense positional
    encoding; ``tokens_n = [iou_token, mask_tokens..., box_tokens_n]``;
-3. ``hs, src = transformer(src, pos, tokens)``;
-4. ``U = output_upscaling(src)`` (N×C/8×4h×4w), plus the fusion block's pixel
-   skip of the prompt's image when there is one; mask logits of token t:
-   ``M[n, t] = MLP_t(hs[n, 1 + t]) · U[n]`` (dot product over the C/8 channels);
+3. ``hs, src = transformer(src, pos, tokens)``, computed by
+   :func:`~napari_retsam.sam.two_way.two_way_transformer` (the image side of
+   the first block once per window, not per prompt; see that module);
+4. ``U = output_upscaling(src)`` (N×C/8×4h×4w, computed channels-last), plus the
+   fusion block's pixel skip of the prompt's image when there is one; mask
+   logits of token t: ``M[n, t] = MLP_t(hs[n, 1 + t]) · U[n]`` (dot product over
+   the C/8 channels), for the L tokens asked for only;
 5. IoU predictions ``iou_prediction_head(hs[:, 0])``.
 
-Nothing of segment-anything is patched; only its modules are called. Autograd is
-left on, so the same function serves inference (wrapped in ``torch.no_grad`` by
-the caller) and decoder fine-tuning.
+Nothing of segment-anything is patched; only its modules' weights are used, and
+the tests hold the result to ``predict_masks`` at 1e-5. Autograd is left on, so
+the same function serves inference (wrapped in ``torch.no_grad`` by the caller)
+and decoder fine-tuning.
 
 Output classes: class ``l`` (0-based) is SAM's mask token ``l``; class 0 is the
 token ``Sam`` uses for a single box (``multimask_output=False``), so a one-class
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import torch
 from segment_anything.modeling import Sam
+
+from napari_retsam.sam.two_way import check_upscaling, two_way_transformer, upscaled_masks
 
 __all__ = ["decode_prompts", "max_classes"]
 
@@ -48,34 +54,29 @@ def _decode_chunk(
     skip: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     decoder = sam.mask_decoder
+    check_upscaling(decoder.output_upscaling)
     sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
     n_prompts = boxes.shape[0]
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     output_tokens = output_tokens.unsqueeze(0).expand(n_prompts, -1, -1)
     tokens = torch.cat((output_tokens, sparse), dim=1)
 
-    src = embeddings.index_select(0, image_index) + dense
-    image_pe = sam.prompt_encoder.get_dense_pe()
-    pos_src = torch.repeat_interleave(image_pe, n_prompts, dim=0)
-    b, c, h, w = src.shape
-
-    hs, src = decoder.transformer(src, pos_src, tokens)
+    # the windows this chunk uses, each once; box prompts carry no mask, so the dense
+    # embedding is the same "no mask" embedding for every prompt
+    used, local = torch.unique(image_index, return_inverse=True)
+    windows = embeddings.index_select(0, used) + dense[:1]
+    b, c, h, w = windows.shape
+    hs, src = two_way_transformer(decoder.transformer, windows, sam.prompt_encoder.get_dense_pe(), tokens, local)
     iou_token_out = hs[:, 0, :]
-    mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
+    mask_tokens_out = hs[:, 1 : 1 + num_classes, :]
 
-    src = src.transpose(1, 2).view(b, c, h, w)
-    upscaled = decoder.output_upscaling(src)
-    if skip is not None:  # the fusion block's full-resolution pixel features (see fusion.py)
-        upscaled = upscaled + skip.index_select(0, image_index)
-    # All mask tokens, as predict_masks does (same matmul shapes -> bit-identical results), then slice.
     hyper_in = torch.stack(
-        [decoder.output_hypernetworks_mlps[t](mask_tokens_out[:, t, :]) for t in range(decoder.num_mask_tokens)],
-        dim=1,
-    )
-    b, c, h, w = upscaled.shape
-    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        [decoder.output_hypernetworks_mlps[t](mask_tokens_out[:, t, :]) for t in range(num_classes)], dim=1
+    )  # N×L×C/8
+    # the fusion block's full-resolution pixel features (see fusion.py) are added to the upscaled ones
+    masks = upscaled_masks(decoder.output_upscaling, src.view(n_prompts, h, w, c), hyper_in, skip, image_index)
     iou_pred = decoder.iou_prediction_head(iou_token_out)
-    return masks[:, :num_classes], iou_pred[:, :num_classes]
+    return masks, iou_pred[:, :num_classes]
 
 
 def decode_prompts(
