@@ -25,6 +25,7 @@ def main() -> None:
                         help="PRECISION:TILE pairs (overlap = tile/8)")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (on CUDA the reduced-precision settings autocast to fp16: sam/device.py)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -38,7 +39,7 @@ def main() -> None:
     samples = list(open_dataset("drive", args.root, "test"))
     if args.limit:
         samples = samples[: args.limit]
-    model = load_sam(finetuned=args.finetuned, device="cpu")
+    model = load_sam(finetuned=args.finetuned, device=args.device)
     rows = []
     for setting in args.settings:
         precision, tile = setting.split(":")
@@ -60,7 +61,7 @@ def main() -> None:
               f"{r['f1'] - base['f1']:+.4f} | {r['s_per_image']:.1f} |")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"n_images": len(samples), "rows": rows}, fh, indent=2)
+            json.dump({"n_images": len(samples), "device": args.device, "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def _decode_chunk(
     # embedding is the same "no mask" embedding for every prompt
     used, local = torch.unique(image_index, return_inverse=True)
     windows = embeddings.index_select(0, used) + dense[:1]
-    b, c, h, w = windows.shape
+    c, h, w = windows.shape[1:]
     hs, src = two_way_transformer(decoder.transformer, windows, sam.prompt_encoder.get_dense_pe(), tokens, local)
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1 : 1 + num_classes, :]

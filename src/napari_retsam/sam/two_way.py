@@ -56,13 +56,16 @@ def _attend(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 
 
 def _softmax_last(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over a short last axis (PyTorch's kernel is slow when it has ~7 entries)."""
-    shifted = scores - scores.amax(dim=-1, keepdim=True)
+    """Softmax over a short last axis (PyTorch's kernel is slow when it has ~7 entries).
+
+    In float32 whatever the scores' dtype, as autocast runs ``torch.softmax``."""
+    dtype = scores.dtype
+    shifted = scores.float() - scores.float().amax(dim=-1, keepdim=True)
     if torch.is_grad_enabled():
         e = shifted.exp()
-        return e / e.sum(dim=-1, keepdim=True)
+        return (e / e.sum(dim=-1, keepdim=True)).to(dtype)
     e = shifted.exp_()
-    return e.div_(e.sum(dim=-1, keepdim=True))
+    return e.div_(e.sum(dim=-1, keepdim=True)).to(dtype)
 
 
 def _block_diagonal(x: torch.Tensor, n: int, *, keys: bool) -> torch.Tensor:
