@@ -85,9 +85,10 @@ class Segmenter:
     """Segment images with a :class:`~napari_retsam.sam.models.RetsamSam` from box prompts.
 
     ``cache``: the embedding cache (a private in-memory one by default);
-    ``chunk_size``: prompts per decoder pass (8: on 2 CPU cores a whole-image pass decodes
-    at 41 ms per prompt in passes of 8, 46 ms in passes of 4, 58 ms one by one, and 16
-    gains nothing more; ``benchmarks/bench_decoder.py``; on a GPU a larger value batches more).
+    ``chunk_size``: prompts per decoder pass (8: on 2 CPU cores, 9 windows × 1 box decode at
+    31 ms per prompt in passes of 8, 33 ms in passes of 4, 38 ms one by one, 28 ms in one pass;
+    16 boxes on one window at 25, 27, 38 and 28 ms: ``benchmarks/results/decoder.json``; on a GPU
+    a larger value batches more).
     """
 
     #: fused embeddings kept for the last windows (fusion runs once per window, not per call)
