@@ -85,10 +85,10 @@ class Segmenter:
     """Segment images with a :class:`~napari_retsam.sam.models.RetsamSam` from box prompts.
 
     ``cache``: the embedding cache (a private in-memory one by default);
-    ``chunk_size``: prompts per decoder pass (8: on 2 CPU cores, 9 windows × 1 box decode at
-    31 ms per prompt in passes of 8, 33 ms in passes of 4, 38 ms one by one, 28 ms in one pass;
-    16 boxes on one window at 25, 27, 38 and 28 ms: ``benchmarks/results/decoder.json``; on a GPU
-    a larger value batches more).
+    ``chunk_size``: prompts per decoder pass (4: on 2 CPU cores, 9 windows × 1 box decode at
+    33 ms per prompt in passes of 4, 31 ms in passes of 8, 38 ms one by one; 16 boxes on one
+    window at 27, 25 and 38 ms (``benchmarks/results/decoder.json``), but passes of 8 raise the
+    peak memory of a DRIVE image's segmentation by 90–220 MB; on a GPU a larger value batches more).
     """
 
     #: fused embeddings kept for the last windows (fusion runs once per window, not per call)
@@ -98,7 +98,7 @@ class Segmenter:
     #: One entry is L×256×256 float32 (256 KiB for one class), so at most 64 MiB.
     DECODED_MEMO_SIZE = 256
 
-    def __init__(self, model: Any, *, cache: EmbeddingCache | None = None, chunk_size: int = 8) -> None:
+    def __init__(self, model: Any, *, cache: EmbeddingCache | None = None, chunk_size: int = 4) -> None:
         self.model = model
         self.cache = cache if cache is not None else EmbeddingCache()
         self.chunk_size = int(chunk_size)
