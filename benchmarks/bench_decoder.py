@@ -6,8 +6,10 @@ rounds interleaved, medians:
 
 * ``whole image``: one box per window over the 9 windows of a DRIVE image
   (565 × 584 at 256-px windows): what a whole-image re-segmentation decodes;
-* ``16 boxes, one window``: 16 prompts on one window, decoded in one pass
-  (``--chunk`` prompts per pass) and as 16 separate calls.
+* ``16 boxes, one window``: 16 prompts on one window.
+
+Each case is decoded in one call with ``--chunks`` prompts per pass, and as one
+call per prompt ("calls").
 
 Every row reports the largest difference to the reference's logits.
 
@@ -55,11 +57,15 @@ def main() -> None:
             torch.cuda.synchronize()
 
     def ours(boxes, index, chunk):
+        if chunk == "calls":  # one decode_prompts call per prompt
+            return torch.cat([decode_prompts(sam, windows, boxes[n:n + 1], index[n:n + 1], skip=skip)
+                              for n in range(len(boxes))])
         return decode_prompts(sam, windows, boxes, index, chunk_size=chunk, skip=skip)
 
-    def reference(boxes, index, chunk):
-        parts = [reference_masks(sam, windows, boxes[s:s + chunk], index[s:s + chunk], 1, skip)[0]
-                 for s in range(0, len(boxes), chunk)]
+    def reference(boxes, index, chunk):  # the modules have no passes: one call per pass
+        step = 1 if chunk == "calls" else chunk
+        parts = [reference_masks(sam, windows, boxes[s:s + step], index[s:s + step], 1, skip)[0]
+                 for s in range(0, len(boxes), step)]
         return torch.cat(parts)
 
     cases = {"whole image (9 windows × 1 box)": (whole, torch.arange(9, device=device)),
@@ -71,7 +77,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, (boxes, index) in cases.items():
                 for label, fn in (("segment-anything modules", reference), ("project (two_way)", ours)):
-                    for chunk in args.chunks:
+                    for chunk in [*args.chunks, "calls"]:
                         key = f"{name} | {label} | {chunk}"
                         sync()
                         start = time.perf_counter()
@@ -81,6 +87,7 @@ def main() -> None:
                         diffs[key] = float((out - truth[name]).abs().max())
     medians = {k: statistics.median(v) for k, v in rows.items()}
     print(f"| case ({args.device}, {args.threads} threads, median of {args.repeats}) | path | prompts per pass "
+          "(calls: one call per prompt) "
           "| s | per prompt (ms) | vs reference, same chunk | max |Δ logit| |")
     print("|---|---|---|---|---|---|---|")
     for key, seconds in medians.items():

@@ -12,7 +12,7 @@ from napari_retsam.sam.decoder import decode_prompts
 from napari_retsam.sam.two_way import check_upscaling, reference_masks
 
 
-def _case(sam, windows=3, prompts=5, seed=0):
+def _case(sam, windows=3, prompts=5, seed=0, one_per_window=False):
     g = torch.Generator().manual_seed(seed)
     c = sam.prompt_encoder.embed_dim
     h, w = sam.prompt_encoder.image_embedding_size
@@ -21,14 +21,18 @@ def _case(sam, windows=3, prompts=5, seed=0):
     corner = torch.rand(prompts, 2, generator=g) * size / 2
     boxes = torch.cat([corner, corner + 8 + torch.rand(prompts, 2, generator=g) * size / 2], dim=1)
     index = torch.tensor([2, 0, 2, 1, 0][:prompts]) % windows  # several prompts per window, any order
+    if one_per_window:  # prompt n on window n: the transformer gathers nothing
+        index = torch.arange(windows)
+        boxes = boxes[:windows]
     skip = torch.randn(windows, c // 8, 4 * h, 4 * w, generator=g)
     return emb, boxes, index, skip
 
 
 @pytest.mark.parametrize("with_skip", [False, True])
-def test_real_lite_medsam_decoder_equals_segment_anything_modules(lite_medsam, with_skip):
+@pytest.mark.parametrize("one_per_window", [False, True])
+def test_real_lite_medsam_decoder_equals_segment_anything_modules(lite_medsam, with_skip, one_per_window):
     sam = lite_medsam.sam
-    emb, boxes, index, skip = _case(sam)
+    emb, boxes, index, skip = _case(sam, one_per_window=one_per_window)
     skip = skip if with_skip else None
     with torch.no_grad():
         ref, ref_iou = reference_masks(sam, emb, boxes, index, 1, skip)
@@ -40,7 +44,7 @@ def test_real_lite_medsam_decoder_equals_segment_anything_modules(lite_medsam, w
             torch.testing.assert_close(iou, ref_iou, rtol=0, atol=1e-5)
 
 
-def test_every_class_count_equals_thereference_masks(tiny_sam):
+def test_every_class_count_equals_the_reference(tiny_sam):
     sam = tiny_sam.sam
     emb, boxes, index, skip = _case(sam, seed=1)
     with torch.no_grad():
@@ -51,10 +55,11 @@ def test_every_class_count_equals_thereference_masks(tiny_sam):
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_equal_thereference_masks(lite_medsam):
+@pytest.mark.parametrize("one_per_window", [False, True])
+def test_gradients_equal_the_reference(lite_medsam, one_per_window):
     """Decoder fine-tuning trains through the re-stated path: same loss, same gradients."""
     sam = copy.deepcopy(lite_medsam.sam)  # the session fixture's weights stay untouched
-    emb, boxes, index, skip = _case(sam, seed=2)
+    emb, boxes, index, skip = _case(sam, seed=2, one_per_window=one_per_window)
     emb.requires_grad_(True)
     skip.requires_grad_(True)
     target = torch.rand(boxes.shape[0], 1, 256, 256, generator=torch.Generator().manual_seed(3))

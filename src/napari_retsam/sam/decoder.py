@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
-from napari_retsam.sam.two_way import check_upscaling, two_way_transformer, upscaled_masks
+from napari_retsam.sam.two_way import check_upscaling, image_side_terms, two_way_transformer, upscaled_masks
 
 __all__ = ["decode_prompts", "max_classes"]
 
@@ -51,10 +51,10 @@ def _decode_chunk(
     boxes: torch.Tensor,
     image_index: torch.Tensor,
     num_classes: int,
-    skip: torch.Tensor | None = None,
+    skip: torch.Tensor | None,
+    terms: list,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     decoder = sam.mask_decoder
-    check_upscaling(decoder.output_upscaling)
     sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
     n_prompts = boxes.shape[0]
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
@@ -66,7 +66,7 @@ def _decode_chunk(
     used, local = torch.unique(image_index, return_inverse=True)
     windows = embeddings.index_select(0, used) + dense[:1]
     c, h, w = windows.shape[1:]
-    hs, src = two_way_transformer(decoder.transformer, windows, sam.prompt_encoder.get_dense_pe(), tokens, local)
+    hs, src = two_way_transformer(decoder.transformer, windows, tokens, local, terms)
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1 : 1 + num_classes, :]
 
@@ -139,10 +139,14 @@ def decode_prompts(
         empty = embeddings.new_zeros((0, num_classes, 4 * h, 4 * w))
         return (empty, embeddings.new_zeros((0, num_classes))) if return_iou else empty
     step = n_prompts if not chunk_size or chunk_size <= 0 else int(chunk_size)
+    check_upscaling(sam.mask_decoder.output_upscaling)
+    # the image side's weights folded with the positional encoding: once per call, shared by the chunks
+    terms = image_side_terms(sam.mask_decoder.transformer, sam.prompt_encoder.get_dense_pe())
     masks_parts, iou_parts = [], []
     for start in range(0, n_prompts, step):
         stop = min(start + step, n_prompts)
-        masks, iou = _decode_chunk(sam, embeddings, boxes[start:stop], image_index[start:stop], num_classes, skip)
+        masks, iou = _decode_chunk(sam, embeddings, boxes[start:stop], image_index[start:stop], num_classes, skip,
+                                   terms)
         masks_parts.append(masks)
         iou_parts.append(iou)
     masks = masks_parts[0] if len(masks_parts) == 1 else torch.cat(masks_parts, dim=0)

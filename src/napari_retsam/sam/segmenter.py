@@ -86,9 +86,9 @@ class Segmenter:
 
     ``cache``: the embedding cache (a private in-memory one by default);
     ``chunk_size``: prompts per decoder pass (4: on 2 CPU cores, 9 windows × 1 box decode at
-    33 ms per prompt in passes of 4, 31 ms in passes of 8, 38 ms one by one; 16 boxes on one
-    window at 27, 25 and 38 ms (``benchmarks/results/decoder.json``), but passes of 8 raise the
-    peak memory of a DRIVE image's segmentation by 90–220 MB; on a GPU a larger value batches more).
+    28 ms per prompt in passes of 4, 28 in passes of 8, 29 one by one; 16 boxes on one window
+    at 24, 24 and 27 ms (``benchmarks/results/decoder.json``); passes of 8 raised the peak
+    memory of a DRIVE image's segmentation by 90–220 MB; on a GPU a larger value batches more).
     """
 
     #: fused embeddings kept for the last windows (fusion runs once per window, not per call)

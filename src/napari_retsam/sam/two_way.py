@@ -13,11 +13,13 @@ tests hold it to segment-anything's modules at 1e-5) with:
 1. **first block, image side, per window**: ``keys`` of block 1 are the window's
    embedding plus the constant "no mask" embedding, so its token-to-image keys
    and values and its image-to-token queries are computed for the B windows and
-   gathered for the N prompts (``image_index``);
+   gathered for the N prompts (``image_index``; no gather at all when prompt n
+   uses window n, the Segmenter's whole-image case);
 2. **one GEMM per block for the image side**: ``k = W_k (x + pe) + b_k``,
    ``v = W_v x + b_v`` and ``q' = W_q' (x + pe) + b_q'`` as one ``x @ [W_k; W_v; W_q']ᵀ``
-   whose per-position bias ``[W_k pe + b_k, b_v, W_q' pe + b_q']`` is computed
-   once (``baddbmm``), the positional encoding broadcast, never repeated;
+   with the per-position bias ``[W_k pe + b_k, b_v, W_q' pe + b_q']`` (``baddbmm``);
+   the positional encoding is never repeated per prompt, and the folded weights
+   and biases (:func:`image_side_terms`) are computed once per decode call;
 3. **image-to-token attention as two GEMMs** against block-diagonal token keys
    and values (heads stay merged, no transposes), softmax written out over the
    seven tokens;
@@ -39,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["check_upscaling", "reference_masks", "two_way_transformer", "upscaled_masks"]
+__all__ = ["check_upscaling", "image_side_terms", "reference_masks", "two_way_transformer", "upscaled_masks"]
 
 
 def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -96,20 +98,40 @@ def _image_to_token(module: nn.Module, q_image: torch.Tensor, tokens_k: torch.Te
     return torch.bmm(weights, _block_diagonal(v, n, keys=False))
 
 
-def _image_side(keys: torch.Tensor, pe: torch.Tensor, parts: list[tuple[nn.Linear, bool]]) -> list[torch.Tensor]:
-    """``[lin(keys + pe) if with_pe else lin(keys) for lin, with_pe in parts]`` as one GEMM (see the module doc)."""
-    weight = torch.cat([lin.weight for lin, _ in parts], dim=0)
+ImageSide = tuple[torch.Tensor, torch.Tensor, list[int]]  # (Cin×ΣCi weight, 1×hw×ΣCi bias, [Ci, ...])
+
+
+def _fold(parts: list[tuple[nn.Linear, bool]], pe: torch.Tensor) -> ImageSide:
+    """``[lin(x + pe) if with_pe else lin(x) for lin, with_pe in parts]`` as one weight and one
+    per-position bias: ``x @ W + B`` with ``W = [W_1; W_2; ...]ᵀ`` and ``B_i = W_i pe + b_i`` (or ``b_i``)."""
+    weight = torch.cat([lin.weight for lin, _ in parts], dim=0).t()
     bias = torch.cat(
         [F.linear(pe, lin.weight, lin.bias) if with_pe else lin.bias.expand(1, pe.shape[1], -1) for lin, with_pe in parts],
         dim=-1,
     )
-    out = torch.baddbmm(bias, keys, weight.t().expand(keys.shape[0], -1, -1))
-    sizes = [lin.out_features for lin, _ in parts]
-    return list(out.split(sizes, dim=-1))
+    return weight, bias, [lin.out_features for lin, _ in parts]
+
+
+def image_side_terms(transformer: nn.Module, image_pe: torch.Tensor) -> list[ImageSide]:
+    """The folded image-side projections of every block and of the final attention (see the module doc).
+
+    They depend on the weights and the positional encoding only: :func:`~napari_retsam.sam.decoder.decode_prompts`
+    computes them once per call and hands them to every chunk of prompts."""
+    pe = image_pe.flatten(2).transpose(1, 2)
+    terms = [_fold([(layer.cross_attn_token_to_image.k_proj, True), (layer.cross_attn_token_to_image.v_proj, False),
+                    (layer.cross_attn_image_to_token.q_proj, True)], pe) for layer in transformer.layers]
+    final = transformer.final_attn_token_to_image
+    return terms + [_fold([(final.k_proj, True), (final.v_proj, False)], pe)]
+
+
+def _image_side(keys: torch.Tensor, term: ImageSide) -> list[torch.Tensor]:
+    """The image side's projections of ``keys`` (B×hw×C) as one GEMM with the folded bias."""
+    weight, bias, sizes = term
+    return list(torch.baddbmm(bias, keys, weight.expand(keys.shape[0], -1, -1)).split(sizes, dim=-1))
 
 
 def _block(layer: nn.Module, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-           key_pe: torch.Tensor, image_index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+           term: ImageSide, image_index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One ``TwoWayAttentionBlock``; ``image_index`` given: ``keys`` are per window (B), queries per prompt (N)."""
     n = layer.self_attn.num_heads
     sa = layer.self_attn
@@ -121,7 +143,7 @@ def _block(layer: nn.Module, queries: torch.Tensor, keys: torch.Tensor, query_pe
     queries = layer.norm1(queries)
 
     t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
-    k_img, v_img, q_img = _image_side(keys, key_pe, [(t2i.k_proj, True), (t2i.v_proj, False), (i2t.q_proj, True)])
+    k_img, v_img, q_img = _image_side(keys, term)
     if image_index is not None:
         k_img, v_img, q_img, keys = (x.index_select(0, image_index) for x in (k_img, v_img, q_img, keys))
     m = t2i.num_heads
@@ -135,23 +157,27 @@ def _block(layer: nn.Module, queries: torch.Tensor, keys: torch.Tensor, query_pe
     return queries, layer.norm4(keys)
 
 
-def two_way_transformer(transformer: nn.Module, windows: torch.Tensor, image_pe: torch.Tensor,
-                        tokens: torch.Tensor, image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def two_way_transformer(transformer: nn.Module, windows: torch.Tensor, tokens: torch.Tensor,
+                        image_index: torch.Tensor, terms: list[ImageSide]) -> tuple[torch.Tensor, torch.Tensor]:
     """``TwoWayTransformer.forward`` for N prompts over B windows.
 
     ``windows``: B×C×h×w image embeddings with the dense prompt embedding already
-    added (the same for every prompt: box prompts carry no mask); ``image_pe``:
-    1×C×h×w; ``tokens``: N×T×C; ``image_index``: N window indices. Returns
-    ``(queries N×T×C, keys N×hw×C)`` as segment-anything's transformer would for
-    ``(windows[image_index], image_pe repeated N times, tokens)``.
+    added (the same for every prompt: box prompts carry no mask); ``tokens``:
+    N×T×C; ``image_index``: N window indices; ``terms``: :func:`image_side_terms`
+    of ``(transformer, image_pe)``. Returns ``(queries N×T×C, keys N×hw×C)`` as
+    segment-anything's transformer would for ``(windows[image_index], image_pe
+    repeated N times, tokens)``.
     """
     keys = windows.flatten(2).transpose(1, 2)
-    pe = image_pe.flatten(2).transpose(1, 2)
+    if image_index.shape[0] == windows.shape[0] and bool(
+        (image_index == torch.arange(windows.shape[0], device=image_index.device)).all()
+    ):
+        image_index = None  # prompt n uses window n (one box per window): nothing to gather
     queries = tokens
     for i, layer in enumerate(transformer.layers):
-        queries, keys = _block(layer, queries, keys, tokens, pe, image_index if i == 0 else None)
+        queries, keys = _block(layer, queries, keys, tokens, terms[i], image_index if i == 0 else None)
     final = transformer.final_attn_token_to_image
-    k_img, v_img = _image_side(keys, pe, [(final.k_proj, True), (final.v_proj, False)])
+    k_img, v_img = _image_side(keys, terms[-1])
     m = final.num_heads
     queries = queries + _attend(final, _heads(final.q_proj(queries + tokens), m), _heads(k_img, m), _heads(v_img, m))
     return transformer.norm_final_attn(queries), keys
