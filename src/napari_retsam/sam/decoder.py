@@ -13,10 +13,11 @@ n_prompts)``), which is only right for one image. This module re-states
 3. ``hs, src = transformer(src, pos, tokens)``, computed by
    :func:`~napari_retsam.sam.two_way.two_way_transformer` (the image side of
    the first block once per window, not per prompt; see that module);
-4. ``U = output_upscaling(src)`` (N×C/8×4h×4w, computed channels-last), plus the
-   fusion block's pixel skip of the prompt's image when there is one; mask
-   logits of token t: ``M[n, t] = MLP_t(hs[n, 1 + t]) · U[n]`` (dot product over
-   the C/8 channels), for the L tokens asked for only;
+4. ``U = output_upscaling(src)`` (N×C/8×4h×4w), plus the fusion block's pixel
+   skip of the prompt's image when there is one; mask logits of token t:
+   ``M[n, t] = MLP_t(hs[n, 1 + t]) · U[n]`` (dot product over the C/8 channels),
+   for the L tokens asked for only; computed on pixel rows by
+   :func:`~napari_retsam.sam.two_way.upscaled_masks`, U never laid out as an image;
 5. IoU predictions ``iou_prediction_head(hs[:, 0])``.
 
 Nothing of segment-anything is patched; only its modules' weights are used, and
@@ -26,7 +27,7 @@ and decoder fine-tuning.
 
 Output classes: class ``l`` (0-based) is SAM's mask token ``l``; class 0 is the
 token ``Sam`` uses for a single box (``multimask_output=False``), so a one-class
-model reproduces plain SAM exactly. A model can have at most
+model reproduces plain SAM (to float rounding). A model can have at most
 ``mask_decoder.num_mask_tokens`` (4) classes.
 """
 
@@ -35,7 +36,13 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
-from napari_retsam.sam.two_way import check_upscaling, image_side_terms, two_way_transformer, upscaled_masks
+from napari_retsam.sam.two_way import (
+    ImageSide,
+    check_upscaling,
+    image_side_terms,
+    two_way_transformer,
+    upscaled_masks,
+)
 
 __all__ = ["decode_prompts", "max_classes"]
 
@@ -52,7 +59,7 @@ def _decode_chunk(
     image_index: torch.Tensor,
     num_classes: int,
     skip: torch.Tensor | None,
-    terms: list,
+    terms: list[ImageSide],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     decoder = sam.mask_decoder
     sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
