@@ -135,3 +135,67 @@ def test_first_use_downloads_with_progress_then_uses_the_cache(tiny_sam_checkpoi
     assert cached.read_bytes() == data
     assert main(args) == 0
     assert "downloading" not in capsys.readouterr().err  # second run: from the cache
+
+
+def test_dataset_mode_segments_every_sample_for_evaluate(tiny_sam_checkpoint, tmp_path, capsys):
+    """One model load for a whole split; the files are what `retsam evaluate` scores, each the
+    Segmenter's output for the sample's FOV bounding box (the benchmark's protocol)."""
+    from napari_retsam.data import mask_bounding_box, open_dataset
+    from napari_retsam.data.synthetic import write_synthetic_folder
+    from napari_retsam.sam import Segmenter, load_sam
+
+    root = write_synthetic_folder(tmp_path / "ds", n=2, seed=7, size=96)
+    out_dir = tmp_path / "pred"
+    code = main(["segment", "--dataset", "folder", "--root", str(root), "--split", "all", "--out-dir", str(out_dir),
+                 "--checkpoint", str(tiny_sam_checkpoint), "--tile", "64", "--overlap", "16", "--device", "cpu",
+                 "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_samples"] == 2 and summary["model_type"] == "tiny" and summary["mode"] == "tiled"
+    assert [r["id"] for r in summary["samples"]] == ["synth_000", "synth_001"]
+    assert "bounding box of its FOV" in summary["prompt"]
+    segmenter = Segmenter(load_sam(tiny_sam_checkpoint, device="cpu"))
+    for sample in open_dataset("folder", root, split="all"):
+        expected = segmenter.segment(sample.image, [mask_bounding_box(sample.fov)], tile=64, overlap=16)
+        prob = np.load(out_dir / f"{sample.id}.npy")
+        assert prob.dtype == np.float32 and prob.shape == sample.image.shape[:2]
+        np.testing.assert_allclose(prob, expected.prob, atol=1e-6)
+        assert np.array_equal(np.asarray(Image.open(out_dir / "masks" / f"{sample.id}.png")) == 255, expected.mask)
+    code = main(["evaluate", "--dataset", "folder", "--root", str(root), "--split", "all", "--pred", str(out_dir),
+                 "--json"])
+    assert code == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["auc"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--image", "x.png", "--out", "m.png"], "not both"),
+        (["--box", "1,2,30,40"], "are for image mode"),
+        (["--prob-out", "p.npy"], "are for image mode"),
+        (["--out", "m.png"], "are for image mode"),
+    ],
+)
+def test_dataset_mode_flag_errors_exit_2(tiny_sam_checkpoint, tmp_path, capsys, extra, message):
+    from napari_retsam.data.synthetic import write_synthetic_folder
+
+    root = write_synthetic_folder(tmp_path / "ds", n=1, seed=7, size=64)
+    code = main(["segment", "--dataset", "folder", "--root", str(root), "--split", "all",
+                 "--out-dir", str(tmp_path / "pred"), "--checkpoint", str(tiny_sam_checkpoint), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "pred").exists()
+
+
+def test_dataset_mode_never_writes_into_the_inputs(tiny_sam_checkpoint, tmp_path, capsys):
+    from napari_retsam.data.synthetic import write_synthetic_folder
+
+    root = write_synthetic_folder(tmp_path / "ds", n=1, seed=7, size=64)
+    before = sorted(p.name for p in (root / "images").iterdir())
+    code = main(["segment", "--dataset", "folder", "--root", str(root), "--split", "all",
+                 "--out-dir", str(root / "images"), "--checkpoint", str(tiny_sam_checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("retsam: error:") and err.count("\n") == 1
+    assert sorted(p.name for p in (root / "images").iterdir()) == before
+    code = main(["segment", "--image", "x.png"])
+    assert code == 2 and "--out" in capsys.readouterr().err

@@ -34,6 +34,8 @@ __all__ = ["register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from napari_retsam.cli._dataset_mode import add_dataset_arguments
+
     parser = subparsers.add_parser(
         "baseline",
         help="Frangi vesselness baseline: probability map and vessel mask of one image",
@@ -55,10 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--image", help="input fundus image (png, tif, jpg, gif, ppm, npy, ...)")
     parser.add_argument("--out", help="output vessel mask, .png or .tif (0/255) (image mode)")
-    parser.add_argument("--dataset", help="dataset mode: drive, stare, chase or folder")
-    parser.add_argument("--root", help="dataset root folder (dataset mode)")
-    parser.add_argument("--split", default="test", help="train, test or all (dataset mode, default: test)")
-    parser.add_argument("--out-dir", help="dataset mode: folder for <id>.npy probabilities and masks/<id>.png")
+    add_dataset_arguments(parser)
     parser.add_argument("--prob-out", default=None,
                         help="also write the probability map: .npy (float32) or .png/.tif (8-bit, p x 255)")
     parser.add_argument("--fov", default=None, help="field-of-view mask file (default: computed from the image)")
@@ -69,62 +68,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _check_mode(args: argparse.Namespace) -> str:
-    from napari_retsam.errors import RetsamInputError
-
-    if args.image is not None:
-        if args.dataset is not None or args.root is not None or args.out_dir is not None:
-            raise RetsamInputError("use either --image/--out (one image) or --dataset/--root/--out-dir, not both")
-        if args.out is None:
-            raise RetsamInputError("--out (the output mask file) is required with --image")
-        return "image"
-    if args.dataset is None or args.root is None or args.out_dir is None:
-        raise RetsamInputError("give --image and --out (one image) or --dataset, --root and --out-dir (a dataset)")
-    if args.out is not None or args.prob_out is not None or args.fov is not None:
-        raise RetsamInputError("--out, --prob-out and --fov are for image mode (with --image)")
-    return "dataset"
-
-
 def _run_dataset(args: argparse.Namespace, threshold: float) -> int:
     import numpy as np
 
     from napari_retsam.baseline import frangi_segment
-    from napari_retsam.cli._files import encode_array
-    from napari_retsam.data import open_dataset
-    from napari_retsam.io_utils import atomic_write_bytes, ensure_writable_dir
+    from napari_retsam.cli._dataset_mode import run_dataset
 
-    from pathlib import Path
-
-    from napari_retsam.cli._files import check_not_input, dataset_files
-
-    dataset = open_dataset(args.dataset, args.root, split=args.split)
-    planned = Path(args.out_dir)
-    check_not_input(dataset_files(dataset),
-                    files=[(out_label, path) for sid in dataset.ids for out_label, path in (
-                        ("probability output", planned / f"{sid}.npy"), ("mask output", planned / "masks" / f"{sid}.png"))],
-                    into=[("--out-dir", planned), ("mask folder", planned / "masks")])
-    out_dir = ensure_writable_dir(args.out_dir)
-    mask_dir = ensure_writable_dir(out_dir / "masks")
-    rows = []
-    for i, sample in enumerate(dataset):
+    def predict(sample: Any) -> tuple[Any, Any, dict[str, Any]]:
         prob, mask = frangi_segment(sample.image, sample.fov, threshold=threshold)
-        atomic_write_bytes(out_dir / f"{sample.id}.npy", encode_array(prob.astype(np.float32), "NPY"))
-        atomic_write_bytes(mask_dir / f"{sample.id}.png", encode_array(mask.astype(np.uint8) * 255, "PNG"))
-        fov_pixels = int(sample.fov.sum())
-        rows.append({"id": sample.id, "fov_pixels": fov_pixels, "fov_computed": bool(sample.fov_computed),
-                     "vessel_pixels": int(mask.sum())})
-        if not args.json:
-            print(f"[{i + 1}/{len(dataset)}] {sample.id}: {int(mask.sum())} vessel pixels "
-                  f"({100 * mask.sum() / max(fov_pixels, 1):.2f}% of the FOV)", flush=True)
-    if args.json:
-        print(json.dumps({"dataset": args.dataset, "root": str(args.root), "split": args.split,
-                          "threshold": float(threshold), "out_dir": str(out_dir),
-                          "n_samples": len(rows), "samples": rows, "params": _params_dict()}))
-    else:
-        print(f"wrote {len(rows)} probability maps to {out_dir} and masks to {mask_dir}; score them with: "
-              f"retsam evaluate --dataset {args.dataset} --root {args.root} --split {args.split} "
-              f"--pred {out_dir}")
-    return 0
+        return prob, mask.astype(np.uint8) * 255, {}
+
+    return run_dataset(args, lambda: (predict, {"threshold": float(threshold), "params": _params_dict()}))
 
 
 def _params_dict() -> dict[str, Any]:
@@ -148,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
     from napari_retsam.data import compute_fov, read_binary_mask, read_image
     from napari_retsam.errors import RetsamInputError
 
-    mode = _check_mode(args)
+    from napari_retsam.cli._dataset_mode import check_mode
+
+    mode = check_mode(args, image_only=("--prob-out", "--fov"))
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     if not 0.0 <= threshold <= 1.0:
         raise RetsamInputError(f"--threshold must be in [0, 1], got {threshold}")
