@@ -199,3 +199,27 @@ def test_dataset_mode_never_writes_into_the_inputs(tiny_sam_checkpoint, tmp_path
     assert sorted(p.name for p in (root / "images").iterdir()) == before
     code = main(["segment", "--image", "x.png"])
     assert code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_dataset_mode_keeps_an_earlier_run_unless_overwrite(tiny_sam_checkpoint, tmp_path, capsys):
+    from napari_retsam.data.synthetic import write_synthetic_folder
+
+    root = write_synthetic_folder(tmp_path / "ds", n=1, seed=7, size=64)
+    args = ["segment", "--dataset", "folder", "--root", str(root), "--split", "all", "--out-dir", str(tmp_path / "pred"),
+            "--checkpoint", str(tiny_sam_checkpoint), "--tile", "0"]
+    assert main(args) == 0
+    capsys.readouterr()
+    earlier = tmp_path / "pred" / "synth_000.npy"
+    earlier.write_bytes(b"an earlier run's file")
+    code = main([*args, "--tile", "64"])
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds predictions" in err and err.count("\n") == 1
+    assert earlier.read_bytes() == b"an earlier run's file"
+    assert main([*args, "--overwrite"]) == 0
+    assert np.load(earlier).shape == (64, 64)
+    capsys.readouterr()
+    assert main(["baseline", "--dataset", "folder", "--root", str(root), "--split", "all",
+                 "--out-dir", str(tmp_path / "pred")]) == 2  # the same rule for the Frangi baseline
+    assert "already holds predictions" in capsys.readouterr().err
+    assert main(["segment", "--image", "x.png", "--out", str(tmp_path / "m.png"), "--overwrite"]) == 2
+    assert "dataset mode" in capsys.readouterr().err

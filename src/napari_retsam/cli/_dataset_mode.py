@@ -6,7 +6,8 @@ holds the rule for which flags go together, :func:`run_dataset` the loop. A
 dataset run writes ``OUT_DIR/<id>.npy`` (probability, float32) and
 ``OUT_DIR/masks/<id>.png`` (0/255, or class labels), atomically, so that
 ``retsam evaluate --dataset NAME --root DIR --split SPLIT --pred OUT_DIR``
-scores it; no output may land on an input (checked before any work).
+scores it; no output may land on an input, and an earlier run's predictions
+are replaced only with ``--overwrite`` (both checked before any work).
 
 Only the standard library is imported at module level.
 """
@@ -28,6 +29,8 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", help="dataset root folder (dataset mode)")
     parser.add_argument("--split", default="test", help="train, test or all (dataset mode, default: test)")
     parser.add_argument("--out-dir", help="dataset mode: folder for <id>.npy probabilities and masks/<id>.png")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="dataset mode: replace the predictions an earlier run left in --out-dir")
 
 
 def check_mode(args: argparse.Namespace, image_only: tuple[str, ...]) -> str:
@@ -42,6 +45,8 @@ def check_mode(args: argparse.Namespace, image_only: tuple[str, ...]) -> str:
             raise RetsamInputError("use either --image/--out (one image) or --dataset/--root/--out-dir, not both")
         if args.out is None:
             raise RetsamInputError("--out (the output mask file) is required with --image")
+        if args.overwrite:
+            raise RetsamInputError("--overwrite is for dataset mode (with --out-dir)")
         return "image"
     if args.dataset is None or args.root is None or args.out_dir is None:
         raise RetsamInputError("give --image and --out (one image) or --dataset, --root and --out-dir (a dataset)")
@@ -74,6 +79,7 @@ def run_dataset(
 
     from napari_retsam.cli._files import check_not_input, dataset_files, encode_array
     from napari_retsam.data import open_dataset
+    from napari_retsam.errors import RetsamInputError
     from napari_retsam.io_utils import atomic_write_bytes, ensure_writable_dir
 
     dataset = open_dataset(args.dataset, args.root, split=args.split)
@@ -82,6 +88,13 @@ def run_dataset(
                     files=[(out_label, path) for sid in dataset.ids for out_label, path in (
                         ("probability output", planned / f"{sid}.npy"), ("mask output", planned / "masks" / f"{sid}.png"))],
                     into=[("--out-dir", planned), ("mask folder", planned / "masks")])
+    earlier = [path for sid in dataset.ids for path in (planned / f"{sid}.npy", planned / "masks" / f"{sid}.png")
+               if path.exists()]
+    if earlier and not args.overwrite:
+        raise RetsamInputError(
+            f"--out-dir {planned} already holds predictions of an earlier run ({earlier[0].name} and "
+            f"{len(earlier) - 1} more); choose another folder or pass --overwrite to replace them"
+        )
     out_dir = ensure_writable_dir(args.out_dir)
     mask_dir = ensure_writable_dir(out_dir / "masks")
     predict, summary = prepare()
