@@ -223,3 +223,13 @@ def test_dataset_mode_keeps_an_earlier_run_unless_overwrite(tiny_sam_checkpoint,
     assert "already holds predictions" in capsys.readouterr().err
     assert main(["segment", "--image", "x.png", "--out", str(tmp_path / "m.png"), "--overwrite"]) == 2
     assert "dataset mode" in capsys.readouterr().err
+
+
+def test_an_image_without_a_field_of_view_needs_a_box(tiny_sam_checkpoint, tmp_path, capsys):
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(black)
+    code = main(["segment", "--image", str(black), "--checkpoint", str(tiny_sam_checkpoint),
+                 "--out", str(tmp_path / "m.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "field of view" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.png").exists()

@@ -110,14 +110,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def fov_box(image: Any) -> list[float]:
-    """Bounding box ``[x0, y0, x1, y1]`` of the FOV computed from ``image``."""
-    from napari_retsam.data import compute_fov, mask_bounding_box
+def fov_box(fov: Any, missing: str) -> list[float]:
+    """Bounding box ``[x0, y0, x1, y1]`` of a FOV mask; an empty FOV is the one-line error ``missing``."""
+    from napari_retsam.data import mask_bounding_box
     from napari_retsam.errors import RetsamInputError
 
-    box = mask_bounding_box(compute_fov(image))
+    box = mask_bounding_box(fov)
     if box is None or box[2] == box[0] or box[3] == box[1]:
-        raise RetsamInputError("no field of view found in the image; pass --box x0,y0,x1,y1")
+        raise RetsamInputError(missing)
     return [float(v) for v in box]
 
 
@@ -179,8 +179,6 @@ def _model_summary(model: Any, device: Any, args: argparse.Namespace) -> dict[st
 
 def _run_dataset(args: argparse.Namespace) -> int:
     from napari_retsam.cli._dataset_mode import run_dataset
-    from napari_retsam.data import mask_bounding_box
-    from napari_retsam.errors import RetsamInputError
 
     def prepare() -> tuple[Any, dict[str, Any]]:
         from napari_retsam.sam.segmenter import Segmenter
@@ -192,10 +190,8 @@ def _run_dataset(args: argparse.Namespace) -> int:
         segmenter = Segmenter(model, cache=EmbeddingCache(max_bytes=64 << 20))
 
         def predict(sample: Any) -> tuple[Any, Any, dict[str, Any]]:
-            box = mask_bounding_box(sample.fov)
-            if box is None or box[2] == box[0] or box[3] == box[1]:
-                raise RetsamInputError(f"sample {sample.id}: its field of view is empty; no box prompt")
-            result = _segment(model, segmenter, args, sample.image, [[float(v) for v in box]])
+            box = fov_box(sample.fov, f"sample {sample.id}: its field of view is empty; no box prompt")
+            result = _segment(model, segmenter, args, sample.image, [box])
             return result.prob, _mask_image(result), {"seconds": round(float(result.timings.get("total_s", 0.0)), 3)}
 
         prompt = "none (automatic)" if args.auto else "one box per image: the bounding box of its FOV"
@@ -232,7 +228,9 @@ def run(args: argparse.Namespace) -> int:
     box_source = "none (automatic)"
     if not args.auto:
         if boxes is None:
-            boxes = [fov_box(image)]
+            from napari_retsam.data import compute_fov
+
+            boxes = [fov_box(compute_fov(image), "no field of view found in the image; pass --box x0,y0,x1,y1")]
             box_source = "fov"
         else:
             box_source = "argument"
