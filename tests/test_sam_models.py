@@ -82,7 +82,7 @@ def test_untrained_model_equals_plain_sam_forward_end_to_end(tiny_sam, monkeypat
         ours = tiny_sam.decode(tiny_sam.embed(prepared.tensor), boxes[None])
     torch.testing.assert_close(ours[0], plain[0]["low_res_logits"], rtol=1e-5, atol=1e-5)
     # And with exactly the same embedding, the decoder path equals predict_masks to float rounding
-    # (sam/two_way.py re-orders the arithmetic: per-window image side, one GEMM, channels-last).
+    # (sam/two_way.py re-orders the arithmetic: per-window image side, one GEMM per block, pixel rows).
     with torch.no_grad():
         emb = tiny_sam.embed(prepared.tensor)
         ref, _ = _plain_predict(tiny_sam.sam, emb, boxes)

@@ -110,14 +110,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def fov_box(fov: Any, missing: str) -> list[float]:
-    """Bounding box ``[x0, y0, x1, y1]`` of a FOV mask; an empty FOV is the one-line error ``missing``."""
-    from napari_retsam.data import mask_bounding_box
+def fov_box(image: Any) -> list[float]:
+    """Bounding box ``[x0, y0, x1, y1]`` of the FOV computed from ``image``."""
+    from napari_retsam.data import compute_fov, mask_bounding_box
     from napari_retsam.errors import RetsamInputError
 
-    box = mask_bounding_box(fov)
+    box = mask_bounding_box(compute_fov(image))
     if box is None or box[2] == box[0] or box[3] == box[1]:
-        raise RetsamInputError(missing)
+        raise RetsamInputError("no field of view found in the image; pass --box x0,y0,x1,y1")
     return [float(v) for v in box]
 
 
@@ -183,6 +183,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
     def prepare() -> tuple[Any, dict[str, Any]]:
         from napari_retsam.sam.segmenter import Segmenter
 
+        from napari_retsam.evaluation.benchmark import fov_box as benchmark_prompt  # the benchmark's own rule
         from napari_retsam.sam.embeddings import EmbeddingCache
 
         model, device = _load_model(args)
@@ -190,8 +191,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
         segmenter = Segmenter(model, cache=EmbeddingCache(max_bytes=64 << 20))
 
         def predict(sample: Any) -> tuple[Any, Any, dict[str, Any]]:
-            box = fov_box(sample.fov, f"sample {sample.id}: its field of view is empty; no box prompt")
-            result = _segment(model, segmenter, args, sample.image, [box])
+            result = _segment(model, segmenter, args, sample.image, benchmark_prompt(sample.fov))
             return result.prob, _mask_image(result), {"seconds": round(float(result.timings.get("total_s", 0.0)), 3)}
 
         prompt = "none (automatic)" if args.auto else "one box per image: the bounding box of its FOV"
@@ -228,9 +228,7 @@ def run(args: argparse.Namespace) -> int:
     box_source = "none (automatic)"
     if not args.auto:
         if boxes is None:
-            from napari_retsam.data import compute_fov
-
-            boxes = [fov_box(compute_fov(image), "no field of view found in the image; pass --box x0,y0,x1,y1")]
+            boxes = [fov_box(image)]
             box_source = "fov"
         else:
             box_source = "argument"

@@ -10,9 +10,9 @@ transformer features as a residual correction before the mask decoder::
 ``conv3x3_1``: C -> H channels, ``LN``: channel LayerNorm (SAM's ``LayerNorm2d``),
 ``conv3x3_2``: H -> C channels. ``conv3x3_2`` starts with zero weight and bias, so
 an untrained block is exactly the identity (``F(E) == E`` bit for bit) and a
-model that has not been fine-tuned gives plain SAM's output (to the decoder's float
-rounding, see two_way.py; at
-inference, with autograd off, an identity block skips its convolutions). Fine-tuning
+model that has not been fine-tuned gives plain SAM's output, to the decoder's float
+rounding (see two_way.py); at inference, with autograd off, an identity block skips
+its convolutions. Fine-tuning
 learns the correction; the block's weights travel in the project's checkpoints
 (key ``"fusion"``, with ``"fusion_config"`` = ``{"channels": C, "hidden": H,
 "pixel_channels": P}``).

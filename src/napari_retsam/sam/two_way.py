@@ -62,7 +62,8 @@ def _softmax_last(scores: torch.Tensor) -> torch.Tensor:
 
     In float32 whatever the scores' dtype, as autocast runs ``torch.softmax``."""
     dtype = scores.dtype
-    shifted = scores.float() - scores.float().amax(dim=-1, keepdim=True)
+    scores = scores.float()
+    shifted = scores - scores.amax(dim=-1, keepdim=True)
     if torch.is_grad_enabled():
         e = shifted.exp()
         return (e / e.sum(dim=-1, keepdim=True)).to(dtype)
